@@ -1,0 +1,73 @@
+"""Fields shared by every experiment config; each config file changes a few.
+
+Sections:
+  data:      where the images come from and how they are split into tasks (nodes).
+  model:     which network, which layers carry a channel gate.
+  meta:      the federated (meta-)training loop shared by every method: rounds,
+             sampled tasks per round, the local solve and MetaGater's outer step.
+  perfedavg: the inner/outer step sizes of Per-FedAvg.
+  adapt:     fast adaptation at the target tasks (one gradient step per stage).
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+METHODS = ('fedavg', 'perfedavg_fo', 'perfedavg_hf', 'metagater_nogate',
+           'metagater', 'metasnip')
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The defaults; a config file overrides what its setup needs."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.repeats = 1            # the paper averages 5; each repeat reseeds training.
+  config.methods = METHODS
+  config.eval_every = 10        # rounds between target evaluations (Fig. 4 curves).
+  config.progress = True
+
+  config.data = ml_collections.ConfigDict()
+  config.data.source = 'auto'   # auto | digits | tfds | raw
+  config.data.name = 'digits'   # digits | mnist | cifar10 | cifar100
+  config.data.dir = config_dict.placeholder(str)
+  config.data.split = 'all'     # train | test | all
+  config.data.num_tasks = 20
+  config.data.num_targets = 5
+  config.data.classes_per_task = 2
+  config.data.min_samples = 40
+  config.data.max_samples = 100
+  config.data.query_fraction = 0.3
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'cnn4'
+  # Layer names that carry a gate; empty means the paper's default for the model.
+  config.model.gated_layers = ()
+  config.model.gate_hidden = 16
+  config.model.tau = 1.0        # Gumbel-softmax temperature (DESIGN.md s.1).
+
+  config.meta = ml_collections.ConfigDict()
+  config.meta.rounds = 100
+  config.meta.tasks_per_round = 5
+  config.meta.local_steps = 5   # K gradient steps of the local solve, problem (5).
+  config.meta.local_lr = 0.05
+  config.meta.batch_size = 32   # local minibatch; 0 means full batch.
+  config.meta.lam = 1.0         # lambda of the proximal term, eq. (3)-(4).
+  config.meta.beta = 1.0        # outer step beta_t (Algorithm 1 steps 8-9).
+  config.meta.alpha = config_dict.placeholder(float)  # None: 2/(t+1).
+  # eta_t of Ghadimi & Lan: beta (= proximal GD) | nonconvex | convex (t beta / 2).
+  config.meta.eta = 'convex'
+  config.meta.regularizer = 'group_lasso'             # group_lasso | lasso | none
+  config.meta.rho = 0.01        # strength of R(phi).
+  # How the sampled tasks' local solves are mapped: auto | vmap | unroll | scan | loop.
+  config.meta.mapping = 'auto'
+  # Also train MetaGater with alpha_t = 1 (plain proximal steps) for comparison.
+  config.meta.compare_unaccelerated = False
+
+  config.perfedavg = ml_collections.ConfigDict()
+  config.perfedavg.alpha = 0.05  # inner (personalisation) step a.
+  config.perfedavg.beta = 0.05   # outer local step b.
+
+  config.adapt = ml_collections.ConfigDict()
+  config.adapt.lr = 0.05
+  config.adapt.keep_frac = 0.0   # channel kept if on for more than this fraction.
+  config.adapt.batch_size = 0    # support examples per step; 0 means all.
+  return config

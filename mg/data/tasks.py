@@ -1,0 +1,82 @@
+"""Tasks as padded arrays, so sampled tasks are gathered by index inside jit.
+
+Every task of a group (meta-training support, meta-training query, target
+support, target query) is padded to the largest task of that group: the task's
+rows come first, then padding rows of zeros with label 0 and mask 0. A sampled
+set of tasks is then ``jax.tree.map(lambda a: a[idx], tasks)`` with static
+shapes, whatever the task sizes (DESIGN.md s.3, Algorithm 1 step 3).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import jax
+import numpy as np
+
+
+class TaskArrays(NamedTuple):
+  """A group of T tasks padded to S rows.
+
+  Attributes:
+    x: (T, S, H, W, C) float32 images; padding rows are zeros.
+    y: (T, S) int32 labels; padding rows are 0.
+    mask: (T, S) float32, 1 on the task's rows, 0 on padding.
+    count: (T,) int32 rows of each task (its rows are ``[0, count)``).
+  """
+  x: np.ndarray
+  y: np.ndarray
+  mask: np.ndarray
+  count: np.ndarray
+
+
+class FederatedData(NamedTuple):
+  """The four task groups of a federated partition (DESIGN.md s.2, s.4)."""
+  train_support: TaskArrays
+  train_query: TaskArrays
+  target_support: TaskArrays
+  target_query: TaskArrays
+
+
+def task_arrays(images: np.ndarray, labels: np.ndarray,
+                indices: Sequence[np.ndarray]) -> TaskArrays:
+  """Stacks the tasks given by dataset ``indices`` into padded arrays.
+
+  Args:
+    images: (N, H, W, C) float32 dataset images.
+    labels: (N,) int dataset labels.
+    indices: one array of dataset indices per task.
+
+  Returns:
+    :class:`TaskArrays` with ``S = max(len(i) for i in indices)`` (at least 1).
+  """
+  counts = np.array([len(i) for i in indices], np.int32)
+  rows = max(1, int(counts.max(initial=0)))
+  num_tasks = len(indices)
+  x = np.zeros((num_tasks, rows, *images.shape[1:]), np.float32)
+  y = np.zeros((num_tasks, rows), np.int32)
+  mask = np.zeros((num_tasks, rows), np.float32)
+  for t, idx in enumerate(indices):
+    x[t, :len(idx)] = images[idx]
+    y[t, :len(idx)] = labels[idx]
+    mask[t, :len(idx)] = 1.0
+  return TaskArrays(x=x, y=y, mask=mask, count=counts)
+
+
+def select_tasks(tasks: TaskArrays, idx) -> TaskArrays:
+  """The tasks at ``idx`` (int or int array); works on numpy or jax, in jit."""
+  return jax.tree.map(lambda a: a[idx], tasks)
+
+
+def federated_arrays(images: np.ndarray, labels: np.ndarray,
+                     part) -> FederatedData:
+  """The padded arrays of a :class:`~mg.data.partition.Partition`."""
+  train, target = part.train_tasks, part.target_tasks
+  return FederatedData(
+      train_support=task_arrays(images, labels,
+                                [part.support[t] for t in train]),
+      train_query=task_arrays(images, labels, [part.query[t] for t in train]),
+      target_support=task_arrays(images, labels,
+                                 [part.support[t] for t in target]),
+      target_query=task_arrays(images, labels, [part.query[t] for t in target]),
+  )

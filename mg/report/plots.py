@@ -1,0 +1,127 @@
+"""Figures: accuracy vs communication round (MetaGater paper, Fig. 4) and the
+per-target channel-sparsity distribution (the paper's sparsity diversity).
+
+Figures are built with ``matplotlib.figure.Figure`` directly, so no pyplot
+state or interactive backend is involved, and written atomically as PNG.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pathlib
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from mg.report.serialize import atomic_write_bytes
+from mg.report.tables import display_name
+
+
+def _new_axes(figsize: tuple[float, float]):
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  figure = Figure(figsize=figsize, dpi=120, layout='constrained')
+  return figure, figure.add_subplot()
+
+
+def _save_png(figure, path: str | os.PathLike) -> pathlib.Path:
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format='png')
+  return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _floats(values, name: str) -> np.ndarray:
+  """A 1-d float64 array; None entries (e.g. diverged rounds) become NaN (gaps)."""
+  array = np.array(values, dtype=np.float64)
+  if array.ndim != 1:
+    raise ValueError(f'{name} must be a 1-d sequence, got shape {array.shape}')
+  return array
+
+
+def plot_curves(
+    path: str | os.PathLike,
+    curves: Mapping[str, Mapping[str, Sequence[float]]],
+    title: str | None = None,
+) -> pathlib.Path:
+  """Plots target accuracy (%) vs communication round, as the paper's Fig. 4.
+
+  One line per method with a shaded band of +-1 std; the legend uses display
+  names, so variants such as ``'metagater (alpha=1)'`` work as keys too.
+
+  Args:
+    path: the PNG file to write.
+    curves: ``{method: {'round': [...], 'accuracy_mean': [...],
+      'accuracy_std': [...]}}`` with accuracies as fractions; ``accuracy_std``
+      may be missing or None (no band) and entries may be None (gaps).
+    title: optional figure title.
+
+  Returns:
+    `path` as a ``pathlib.Path``.
+  """
+  if not curves:
+    raise ValueError('plot_curves needs at least one curve')
+  figure, axes = _new_axes((6.4, 4.2))
+  for method, curve in curves.items():
+    rounds = _floats(curve['round'], f'{method} round')
+    mean = 100.0 * _floats(curve['accuracy_mean'], f'{method} accuracy_mean')
+    if mean.shape != rounds.shape:
+      raise ValueError(f'{method}: {len(rounds)} rounds but {len(mean)} accuracies')
+    marker = 'o' if len(rounds) <= 40 else None
+    (line,) = axes.plot(rounds, mean, marker=marker, markersize=3, label=display_name(method))
+    if curve.get('accuracy_std') is not None:
+      std = 100.0 * _floats(curve['accuracy_std'], f'{method} accuracy_std')
+      if std.shape != rounds.shape:
+        raise ValueError(f'{method}: {len(rounds)} rounds but {len(std)} stds')
+      axes.fill_between(rounds, mean - std, mean + std, color=line.get_color(),
+                        alpha=0.2, linewidth=0)
+  axes.set_xlabel('Communication round')
+  axes.set_ylabel('Accuracy (%)')
+  axes.grid(alpha=0.3)
+  axes.legend()
+  if title:
+    axes.set_title(title)
+  return _save_png(figure, path)
+
+
+def plot_sparsity(
+    path: str | os.PathLike,
+    per_target: Mapping[str, Sequence[float] | None],
+    title: str | None = None,
+) -> pathlib.Path | None:
+  """Box plot and jittered points of channel sparsity (%) per target task.
+
+  Shows the spread of sparsity across target tasks: task-specific gating gives
+  each target its own sparsity level (the paper's sparsity diversity).
+
+  Args:
+    path: the PNG file to write.
+    per_target: ``{method: [sparsity per target, fraction]}``; methods whose
+      value is None (no gates) are skipped, as are non-finite entries.
+    title: optional figure title.
+
+  Returns:
+    `path`, or None (and nothing written) when no method has sparsity values.
+  """
+  data = {}
+  for method, values in per_target.items():
+    if values is None:
+      continue
+    array = 100.0 * _floats(values, f'{method} sparsity')
+    array = array[np.isfinite(array)]
+    if array.size:
+      data[method] = array
+  if not data:
+    return None
+  figure, axes = _new_axes((max(4.0, 1.4 * len(data) + 2.0), 4.2))
+  positions = np.arange(1, len(data) + 1)
+  axes.boxplot(list(data.values()), positions=positions, widths=0.5, showfliers=False)
+  rng = np.random.default_rng(0)  # fixed jitter: the same data gives the same figure.
+  for position, values in zip(positions, data.values()):
+    jitter = rng.uniform(-0.12, 0.12, size=values.size)
+    axes.scatter(position + jitter, values, s=14, alpha=0.7, zorder=3)
+  axes.set_xticks(positions, labels=[display_name(method) for method in data],
+                  rotation=15 if len(data) > 3 else 0)
+  axes.set_ylabel('Channel sparsity (%)')
+  axes.grid(axis='y', alpha=0.3)
+  axes.set_title(title or 'Channel sparsity per target task')
+  return _save_png(figure, path)

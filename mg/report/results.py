@@ -1,0 +1,193 @@
+"""Results rows: one per method, summarised over repeats (MetaGater paper, Tables 1-2).
+
+Each repeat of a method yields a dict of target-task metrics after fast
+adaptation (DESIGN.md s.4): the mean query accuracy over targets, per-target
+accuracy and channel sparsity, the MACs ratio against the dense network, and
+wall times. `summarize` turns the repeats into one row; `write_results` writes
+``results.json`` and ``results.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any, Sequence
+
+import numpy as np
+
+from mg.report.serialize import atomic_write_text, is_finite_number, to_jsonable
+from mg.report.tables import results_markdown
+
+# Every row has these keys, in this order (None where a key does not apply).
+ROW_KEYS = (
+    'method', 'accuracy_mean', 'accuracy_std', 'accuracy_std_over',
+    'sparsity_mean', 'sparsity_std', 'macs_ratio', 'train_time_s',
+    'adapt_time_s', 'rounds', 'local_steps', 'repeats', 'diverged',
+    'diverged_round', 'target_accuracy', 'target_sparsity')
+
+# Keys set to None when a repeat diverged: numbers a fault may have corrupted.
+METRIC_KEYS = (
+    'accuracy_mean', 'accuracy_std', 'accuracy_std_over', 'sparsity_mean',
+    'sparsity_std', 'macs_ratio', 'train_time_s', 'adapt_time_s',
+    'target_accuracy', 'target_sparsity')
+
+
+def _mean(values: Sequence[Any]) -> float | None:
+  """Mean of the non-None values, None when there are none."""
+  present = [float(value) for value in values if value is not None]
+  return float(np.mean(present)) if present else None
+
+
+def _std(values: Sequence[float] | None) -> float | None:
+  """Population standard deviation (ddof=0), None for an empty sample."""
+  return float(np.std(np.asarray(values, np.float64))) if values else None
+
+
+def _pooled(lists: Sequence[Any]) -> list[float] | None:
+  """Concatenation of the non-None per-repeat lists, None when all are None."""
+  present = [lst for lst in lists if lst is not None]
+  if not present:
+    return None
+  return [float(value) for lst in present for value in np.ravel(np.asarray(lst, np.float64))]
+
+
+def _setting(repeats: Sequence[dict], key: str) -> Any:
+  """A per-run setting: its value if all repeats agree, else the distinct values."""
+  values = []
+  for repeat in repeats:
+    value = to_jsonable(repeat.get(key))
+    if value not in values:
+      values.append(value)
+  return values[0] if len(values) == 1 else values
+
+
+def _faulted(repeat: dict) -> bool:
+  """A repeat flagged as diverged, or one whose accuracy is not a finite number."""
+  if repeat.get('diverged', False):
+    return True
+  accuracy = repeat.get('accuracy')
+  if accuracy is None:
+    raise ValueError(
+        "a repeat has no 'accuracy' and is not marked 'diverged': pass the mean "
+        "target accuracy, or diverged=True if training failed")
+  return not is_finite_number(accuracy)
+
+
+def summarize(method: str, repeats: Sequence[dict]) -> dict:
+  """One results row (MetaGater paper, Tables 1-2) from per-repeat metrics.
+
+  Args:
+    method: the method's name, e.g. ``'metagater'``.
+    repeats: one dict per repeat with keys ``accuracy`` (mean target accuracy,
+      a fraction), ``target_accuracy`` (list per target), ``sparsity`` (mean
+      channel sparsity over targets, or None), ``target_sparsity`` (list or
+      None), ``macs_ratio`` (or None), ``train_time_s``, ``adapt_time_s``,
+      ``rounds``, ``local_steps``, ``diverged`` and optionally ``diverged_round``.
+
+  Returns:
+    A dict with every key of `ROW_KEYS`:
+      ``accuracy_mean``: mean over repeats of the repeat's mean target accuracy.
+      ``accuracy_std``: its std across repeats (``accuracy_std_over ==
+        'repeats'``); with a single repeat, the std across targets
+        (``'targets'``). Stds are population stds (ddof=0).
+      ``sparsity_mean``: mean over repeats; ``sparsity_std``: std of the
+        per-target sparsity pooled over repeats (the paper's "sparsity
+        diversity" across target tasks).
+      ``macs_ratio``, ``train_time_s``, ``adapt_time_s``: means over repeats.
+      ``rounds``, ``local_steps``: the settings (a list if repeats disagree).
+      ``repeats``: the count; ``diverged``: any repeat diverged (or produced a
+        non-finite accuracy), ``diverged_round``: the earliest reported round.
+      ``target_accuracy``, ``target_sparsity``: per-target lists pooled over
+        repeats (``target_sparsity`` None when the method has no gates).
+    When a repeat diverged, every key of `METRIC_KEYS` is None.
+
+  Raises:
+    ValueError: for no repeats, or a repeat with neither accuracy nor a
+      divergence flag.
+  """
+  if not repeats:
+    raise ValueError(f'summarize({method!r}) needs at least one repeat')
+  faults = [_faulted(repeat) for repeat in repeats]
+  fault_rounds = [repeat.get('diverged_round') for repeat, fault in zip(repeats, faults)
+                  if fault and repeat.get('diverged_round') is not None]
+  row = dict.fromkeys(ROW_KEYS)
+  row.update(
+      method=str(method),
+      rounds=_setting(repeats, 'rounds'),
+      local_steps=_setting(repeats, 'local_steps'),
+      repeats=len(repeats),
+      diverged=any(faults),
+      diverged_round=int(min(fault_rounds)) if fault_rounds else None)
+  if row['diverged']:
+    return row
+
+  accuracies = [float(repeat['accuracy']) for repeat in repeats]
+  target_accuracy = _pooled([repeat.get('target_accuracy') for repeat in repeats])
+  target_sparsity = _pooled([repeat.get('target_sparsity') for repeat in repeats])
+  if len(repeats) > 1:
+    accuracy_std, std_over = _std(accuracies), 'repeats'
+  elif target_accuracy:
+    accuracy_std, std_over = _std(target_accuracy), 'targets'
+  else:
+    accuracy_std, std_over = None, None
+  row.update(
+      accuracy_mean=_mean(accuracies),
+      accuracy_std=accuracy_std,
+      accuracy_std_over=std_over,
+      sparsity_mean=_mean([repeat.get('sparsity') for repeat in repeats]),
+      sparsity_std=_std(target_sparsity),
+      macs_ratio=_mean([repeat.get('macs_ratio') for repeat in repeats]),
+      train_time_s=_mean([repeat.get('train_time_s') for repeat in repeats]),
+      adapt_time_s=_mean([repeat.get('adapt_time_s') for repeat in repeats]),
+      target_accuracy=target_accuracy,
+      target_sparsity=target_sparsity)
+  return to_jsonable(row)
+
+
+def complete_row(row: dict) -> dict:
+  """`row` with every key of `ROW_KEYS` first (missing ones None), extras after."""
+  if 'method' not in row:
+    raise ValueError(f"a results row needs a 'method'; got keys {sorted(row)}")
+  completed = {key: row.get(key) for key in ROW_KEYS}
+  completed.update((key, value) for key, value in row.items() if key not in completed)
+  return completed
+
+
+def write_results(
+    workdir: str | os.PathLike,
+    rows: Sequence[dict],
+    partition: dict | None,
+    extra: dict | None = None,
+) -> str:
+  """Writes ``results.json`` and ``results.md`` to `workdir`, each atomically.
+
+  ``results.json`` is ``{"rows": rows, "partition": partition, **extra}``
+  (indent 2, non-finite floats as null); ``results.md`` holds the partition
+  summary and the two tables of the MetaGater paper (Table 1: accuracy and
+  training time; Table 2: accuracy, sparsity, MACs and adaptation time).
+
+  Args:
+    workdir: output folder (created if missing).
+    rows: results rows, typically from `summarize`; missing keys are filled
+      with None.
+    partition: the federated partition's statistics (``num_tasks``,
+      ``num_train_tasks``, ``num_targets``, ``samples_per_task``), or None.
+    extra: more top-level json entries (e.g. config, dataset); must not use
+      the keys ``rows`` or ``partition``.
+
+  Returns:
+    The markdown text written to ``results.md``.
+  """
+  extra = dict(extra or {})
+  clashes = sorted({'rows', 'partition'} & set(extra))
+  if clashes:
+    raise ValueError(f'extra must not redefine {clashes}: they are written from the arguments')
+  rows = [complete_row(to_jsonable(dict(row))) for row in rows]
+  partition = to_jsonable(partition)
+  payload = to_jsonable({'rows': rows, 'partition': partition, **extra})
+  workdir = pathlib.Path(workdir)
+  atomic_write_text(workdir / 'results.json', json.dumps(payload, indent=2, allow_nan=False) + '\n')
+  markdown = results_markdown(rows, partition, to_jsonable(extra))
+  atomic_write_text(workdir / 'results.md', markdown)
+  return markdown
