@@ -48,6 +48,10 @@ def validate(config) -> None:
   for m in methods:
     _check(m in methods_lib.METHODS,
            f'methods: unknown method {m!r}; expected some of {methods_lib.METHODS}')
+  if 'metasnip' in methods:
+    _check({'metagater', 'metagater_nogate'} <= set(methods),
+           "methods: metasnip prunes MetaGater w/o gating's backbone at MetaGater's "
+           "sparsity, so it needs 'metagater_nogate' and 'metagater' in methods too")
   _check(len(set(methods)) == len(methods), f'methods={methods}: a method is repeated')
   _check(config.model.name in models.NAMES,
          f'model.name={config.model.name!r}: expected one of {models.NAMES}')

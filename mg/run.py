@@ -10,8 +10,9 @@ the workdir:
 * ``metrics.jsonl``: one JSON object per round and per evaluation, each with
   ``method`` and ``round`` (and ``repeat``);
 * ``results.json`` / ``results.md``: the Table 1 and Table 2 style results;
-* ``curves.png`` (accuracy after fast adaptation vs round, Fig. 4) and
-  ``sparsity.png`` (per-target channel sparsity: the sparsity diversity).
+* ``curves.png`` (accuracy after fast adaptation vs round, Fig. 4),
+  ``loss.png`` (mean local training loss per round: convergence of the outer
+  loop) and ``sparsity.png`` (per-target channel sparsity: its diversity).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import datetime
 import json
 import os
 import statistics
-import time
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -69,13 +70,17 @@ def run(config, workdir: str) -> dict:
   print(f"backend {jax.default_backend()}, client mapping '{strategy}', "
         f'methods {names}', flush=True)
   per_repeat = {m: [] for m in names}
-  curves = {}
+  curves, losses = {}, {}
+  runners = build_runners(config, names, info, strategy,
+                          int(fed.train_support.count.shape[0]))
   with report.MetricsLog(os.path.join(workdir, 'metrics.jsonl')) as log:
     for repeat in range(config.repeats):
-      results = run_repeat(config, names, fed, info, strategy, repeat, log)
+      results = run_repeat(config, runners, fed, repeat, log)
       for m, (summary, curve) in results.items():
         per_repeat[m].append(summary)
         curves.setdefault(m, []).append(curve)
+        if summary.get('losses'):
+          losses.setdefault(m, []).append(summary.pop('losses'))
 
   rows = []
   for m in names:
@@ -85,11 +90,15 @@ def run(config, workdir: str) -> dict:
       row[key] = float(np.mean(values)) if values and not row['diverged'] else None
     rows.append(row)
   mean_curves = {m: _mean_curve(c) for m, c in curves.items() if c and c[0]['round']}
+  mean_losses = {m: np.mean([l[:min(map(len, ls))] for l in ls], axis=0).tolist()
+                 for m, ls in losses.items()}
   extra = {'dataset': info, 'backend': jax.default_backend(), 'mapping': strategy,
-           'curves': mean_curves}
+           'curves': mean_curves, 'losses': mean_losses}
   markdown = report.write_results(workdir, rows, partition.stats(), extra=extra)
   report.plot_curves(os.path.join(workdir, 'curves.png'), mean_curves,
                      title=f"{info['name']}: target accuracy after fast adaptation")
+  report.plot_losses(os.path.join(workdir, 'loss.png'), mean_losses,
+                     title=f"{info['name']}: meta-training loss per round")
   report.plot_sparsity(os.path.join(workdir, 'sparsity.png'),
                        {r['method']: r['target_sparsity'] for r in rows
                         if r.get('target_sparsity')})
@@ -109,16 +118,35 @@ def _mean_curve(curves: list) -> dict:
                            else np.array(shared[0]['accuracy_std'])).tolist()}
 
 
-def run_repeat(config, names, fed, info, strategy, repeat, log) -> dict:
+class Runner(NamedTuple):
+  """A method with its compiled round and target functions (built once)."""
+  method: methods_lib.Method
+  round_fn: Optional[Callable]
+  target_fns: tuple
+
+
+def build_runners(config, names, info, strategy, num_train) -> dict:
+  """Every method's compiled pieces, shared by all repeats (compiled once)."""
+  runners = {}
+  for name in names:
+    method = methods_lib.build(name, config, info)
+    round_fn = None
+    if method.algorithm is not None:
+      round_fn = mapping.make_round(method.algorithm, num_tasks=num_train,
+                                    tasks_per_round=config.meta.tasks_per_round,
+                                    strategy=strategy)
+    runners[name] = Runner(method, round_fn, train_lib.make_target_fns(method))
+  return runners
+
+
+def run_repeat(config, runners, fed, repeat, log) -> dict:
   """Trains and evaluates every method once; returns ``{method: (summary, curve)}``."""
   key = jax.random.key(config.seed + 1000 * (repeat + 1))
   init_key, train_key, eval_key = jax.random.split(key, 3)
   train_data = fed.train_support
-  num_train = int(train_data.count.shape[0])
+  names = list(runners)
   out, outputs = {}, {}
-  for name in names:
-    method = methods_lib.build(name, config, info)
-    target_fns = train_lib.make_target_fns(method)
+  for name, (method, round_fn, target_fns) in runners.items():
     method_eval_key = jax.random.fold_in(eval_key, _ORDER.index(name))
     sparsity_of = _snip_sparsity(out) if name == 'metasnip' else (lambda r: 0.0)
 
@@ -133,9 +161,6 @@ def run_repeat(config, names, fed, info, strategy, repeat, log) -> dict:
       continue
     params = method.model.init(init_key)
     state = method.algorithm.init(params, **method.hparams)
-    round_fn = mapping.make_round(method.algorithm, num_tasks=num_train,
-                                  tasks_per_round=config.meta.tasks_per_round,
-                                  strategy=strategy)
     bar = report.progress(config.meta.rounds, f'{name} (repeat {repeat + 1})',
                           enabled=config.progress)
 
@@ -168,7 +193,7 @@ def run_repeat(config, names, fed, info, strategy, repeat, log) -> dict:
 def _summarize_training(config, method, result, evaluate, train_data, name, log, repeat):
   times = result.round_times
   summary = dict(rounds=config.meta.rounds, local_steps=method.local_steps,
-                 train_time_s=float(sum(times)),
+                 train_time_s=float(sum(times)), losses=result.losses,
                  diverged=result.diverged_round is not None)
   if result.diverged_round is not None:
     print(f'{name}: diverged at round {result.diverged_round} (non-finite loss or '
@@ -186,7 +211,7 @@ def _summarize_training(config, method, result, evaluate, train_data, name, log,
                  images_per_second=images / seconds if images else None,
                  compile_s=max(times[0] - seconds, 0.0))
   log.write(name, config.meta.rounds, repeat=repeat, event='final',
-            **{k: v for k, v in summary.items() if k != 'target_accuracy'})
+            **{k: v for k, v in summary.items() if k not in ('target_accuracy', 'losses')})
   return summary, result.curve
 
 

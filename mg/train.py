@@ -33,6 +33,7 @@ class TargetScores(NamedTuple):
 class TrainResult(NamedTuple):
   state: Any
   curve: dict                # {'round': [...], 'accuracy_mean': [...], ...}
+  losses: list               # mean local training loss of every round
   round_times: list
   diverged_round: Optional[int]
   outputs: dict              # round -> output params at evaluation rounds
@@ -120,7 +121,7 @@ def train(method, state, round_fn, data, key, *, rounds, eval_every,
     A ``TrainResult``; on divergence the state is the last finite one.
   """
   curve = {'round': [], 'accuracy_mean': [], 'accuracy_std': [], 'sparsity_mean': []}
-  round_times, outputs, diverged = [], {}, None
+  round_times, losses, outputs, diverged = [], [], {}, None
   for t in range(1, rounds + 1):
     start = time.perf_counter()
     new_state, diagnostics = round_fn(state, data, jax.random.fold_in(key, t))
@@ -133,6 +134,7 @@ def train(method, state, round_fn, data, key, *, rounds, eval_every,
         on_round(t, diagnostics, None)
       break
     state = new_state
+    losses.append(loss)
     scores = None
     if evaluate is not None and (t % eval_every == 0 or t == rounds):
       output = method.algorithm.output(state)
@@ -146,4 +148,4 @@ def train(method, state, round_fn, data, key, *, rounds, eval_every,
           None if scores.sparsity is None else float(np.mean(scores.sparsity)))
     if on_round:
       on_round(t, diagnostics, scores)
-  return TrainResult(state, curve, round_times, diverged, outputs)
+  return TrainResult(state, curve, losses, round_times, diverged, outputs)

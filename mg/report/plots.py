@@ -125,3 +125,45 @@ def plot_sparsity(
   axes.grid(axis='y', alpha=0.3)
   axes.set_title(title or 'Channel sparsity per target task')
   return _save_png(figure, path)
+
+
+def plot_losses(
+    path: str | os.PathLike,
+    losses: Mapping[str, Sequence[float]],
+    title: str | None = None,
+    smooth: int = 5,
+) -> pathlib.Path:
+  """Plots the mean local training loss of every round, one line per method.
+
+  The meta-objective's convergence in rounds (the accelerated outer loop
+  against plain proximal steps, DESIGN.md s.3). Each curve is shown raw (faint)
+  and as a trailing moving average over ``smooth`` rounds.
+
+  Args:
+    path: the PNG file to write.
+    losses: ``{method: [loss of round 1, 2, ...]}``.
+    title: optional figure title.
+    smooth: moving-average window in rounds (1: none).
+
+  Returns:
+    `path` as a ``pathlib.Path``.
+  """
+  if not losses:
+    raise ValueError('plot_losses needs at least one curve')
+  figure, axes = _new_axes((6.4, 4.2))
+  for method, values in losses.items():
+    values = _floats(values, f'{method} loss')
+    rounds = np.arange(1, len(values) + 1)
+    window = max(1, min(smooth, len(values)))
+    averaged = np.convolve(values, np.ones(window) / window, mode='valid')
+    (line,) = axes.plot(rounds[window - 1:], averaged, label=display_name(method))
+    if window > 1:
+      axes.plot(rounds, values, color=line.get_color(), alpha=0.25, linewidth=0.8)
+  axes.set_xlabel('Communication round')
+  axes.set_ylabel('Mean local training loss')
+  axes.set_yscale('log')
+  axes.grid(alpha=0.3)
+  axes.legend()
+  if title:
+    axes.set_title(title)
+  return _save_png(figure, path)

@@ -17,6 +17,7 @@ DISPLAY_NAMES = {
     'metagater_nogate': 'MetaGater w/o gating',
     'metagater': 'MetaGater',
     'metasnip': 'MetaSNIP',
+    'metagater_unaccelerated': 'MetaGater (alpha_t = 1)',
 }
 
 MISSING_MD = '—'

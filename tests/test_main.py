@@ -1,0 +1,77 @@
+"""The entry point end to end, and its one-line errors for bad input (issue 2)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROW_KEYS = ('method', 'accuracy_mean', 'accuracy_std', 'sparsity_mean', 'sparsity_std',
+            'macs_ratio', 'train_time_s', 'adapt_time_s', 'rounds', 'local_steps',
+            'repeats')
+
+
+def _main(*args, timeout=600):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-m', 'experiments.main', *args], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_test_config_runs_end_to_end(tmp_path):
+  workdir = tmp_path / 'run'
+  proc = _main('--config=configs/test.py', f'--workdir={workdir}')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  for name in ('config.json', 'metrics.jsonl', 'results.json', 'results.md',
+               'curves.png', 'sparsity.png'):
+    assert (workdir / name).stat().st_size > 0, name
+  results = json.loads((workdir / 'results.json').read_text())
+  methods = [row['method'] for row in results['rows']]
+  assert methods == ['fedavg', 'perfedavg_fo', 'perfedavg_hf', 'metagater_nogate',
+                     'metagater', 'metasnip']
+  for row in results['rows']:
+    assert set(ROW_KEYS) <= set(row)
+    assert 0.0 <= row['accuracy_mean'] <= 1.0
+    assert row['rounds'] == 2 and row['repeats'] == 1
+  gated = results['rows'][methods.index('metagater')]
+  assert 0.0 <= gated['sparsity_mean'] <= 1.0 and 0.0 < gated['macs_ratio'] <= 1.0
+  assert results['partition']['num_tasks'] == 8
+  events = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert all('method' in e and 'round' in e for e in events)
+  assert {e['method'] for e in events} >= set(methods)
+  assert 'partition (seed 0): 8 tasks' in proc.stdout
+  assert f'results written to {workdir}' in proc.stdout
+
+
+def test_default_workdir_is_printed_under_runs(tmp_path):
+  proc = _main('--config=configs/test.py', '--config.methods=("fedavg",)',
+               '--config.meta.rounds=1')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = next(l for l in proc.stdout.splitlines() if l.startswith('workdir: '))
+  workdir = os.path.join(ROOT, line.split(': ', 1)[1])
+  assert line.split(': ', 1)[1].startswith('runs' + os.sep)
+  assert os.path.exists(os.path.join(workdir, 'results.json'))
+  import shutil
+  shutil.rmtree(workdir)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--config.meta.roundz=3'], 'roundz'),
+    (['--config.data.name=imagenet'], "data.name='imagenet'"),
+    (['--config.data.source=raw', '--config.data.name=mnist',
+      '--config.data.dir=/nonexistent/mnist'], '/nonexistent/mnist'),
+    (['--config.data.num_tasks=60', '--config.data.min_samples=200',
+      '--config.data.max_samples=300'], 'class'),
+    (['--config.data.source=tfds', '--config.data.name=mnist',
+      '--config.data.dir=/tmp/mg-no-tfds-here'], 'tfds build mnist'),
+    (['--config.meta.tasks_per_round=7'], 'meta.tasks_per_round=7'),
+    (['--config.methods=("metasnip",)'], 'metagater'),
+])
+def test_bad_input_gives_one_clear_error(tmp_path, args, message):
+  workdir = tmp_path / 'bad'
+  proc = _main('--config=configs/test.py', f'--workdir={workdir}', *args, timeout=300)
+  assert proc.returncode != 0
+  assert message in proc.stderr, proc.stderr[-2000:]
+  assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  assert not (workdir / 'results.json').exists()
