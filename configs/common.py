@@ -24,6 +24,18 @@ def get_config() -> ml_collections.ConfigDict:
   config.methods = METHODS
   config.eval_every = 10        # rounds between target evaluations (Fig. 4 curves).
   config.progress = True
+  # Long runs survive: a checkpoint every `checkpoint_every` rounds of each method
+  # (and at each method's end, and on SIGINT/SIGTERM) in <workdir>/checkpoints,
+  # keeping the newest `keep_checkpoints` (an unreadable newest one falls back to
+  # the one before). Rerunning the same command with the same --workdir resumes;
+  # --config.resume=False starts over there, deleting its checkpoints.
+  config.checkpoint_every = 10
+  config.keep_checkpoints = 3
+  config.resume = True
+  # Fault injection for tests of the divergence guard: NaN parameters enter round
+  # `debug_nan_round` (0: never) of `debug_nan_method` ('': every method).
+  config.debug_nan_round = 0
+  config.debug_nan_method = ''
 
   config.data = ml_collections.ConfigDict()
   config.data.source = 'auto'   # auto | digits | tfds | raw
@@ -57,13 +69,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.meta.eta = 'convex'
   config.meta.regularizer = 'group_lasso'             # group_lasso | lasso | none
   config.meta.rho = 0.01        # strength of R(phi).
-  # How the sampled tasks' local solves are mapped: auto | vmap | unroll | scan | loop.
+  # How the sampled tasks' local solves are mapped: auto | vmap | unroll | scan | loop | fused
+  # (mg.federated.mapping; 'auto' is the measured default of the backend).
   config.meta.mapping = 'auto'
+  # With several devices, shard each round's sampled tasks over all of them (vmap and
+  # fused mappings; tasks padded to a multiple of the device count with zero-weight
+  # dummies). No effect on one device.
+  config.meta.shard_clients = True
   # Also train MetaGater with alpha_t = 1 (plain proximal steps) for comparison.
   config.meta.compare_unaccelerated = False
 
   config.perfedavg = ml_collections.ConfigDict()
-  config.perfedavg.alpha = 0.05  # inner (personalisation) step a.
+  config.perfedavg.alpha = 0.05  # inner (personalisation) step a, first-order.
+  # Hessian-free's a: its (I - a H) correction diverged at a >= 0.005 on digits.
+  config.perfedavg.alpha_hf = 0.002
   config.perfedavg.beta = 0.05   # outer local step b.
 
   config.adapt = ml_collections.ConfigDict()

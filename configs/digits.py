@@ -24,9 +24,15 @@ def get_config():
   config.data.min_samples = 40
   config.data.max_samples = 100
   config.model.name = 'cnn4'
-  config.meta.rounds = 100
+  config.meta.rounds = 50
   config.meta.tasks_per_round = 5
   config.meta.local_steps = 5
   config.meta.batch_size = 16
+  # Chosen with configs/sweeps/digits.py (beta x rho of MetaGater, 2 seeds).
+  config.meta.beta = 2.0
+  config.meta.rho = 0.03
+  config.perfedavg.alpha = 0.01
+  config.perfedavg.beta = 0.1
   config.eval_every = 10
+  config.repeats = 5
   return config

@@ -43,5 +43,8 @@ def get_config(variant: str = 'testset'):
   config.meta.tasks_per_round = 5
   config.meta.local_steps = 5
   config.meta.batch_size = 32
+  config.meta.eta = 'nonconvex'  # 'convex' overfits the 15 training tasks here.
+  config.meta.rho = 0.03
   config.eval_every = 10
+  config.repeats = 5
   return config

@@ -4,15 +4,21 @@ r"""Runs one experiment: every configured method, the paper's tables and plots.
       [--config.meta.rounds=50 ...]
 
 Without ``--workdir`` the results go to a fresh folder under ``runs/``.
+Checkpoints go to ``DIR/checkpoints``; after Ctrl-C, SIGTERM or a crash,
+rerunning the same command with the same ``--workdir`` resumes the run.
 """
 
 import os
+import re
+import shlex
 import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
+from mg import checkpoint as checkpoint_lib
 from mg import config as config_lib
 from mg import data as data_lib
 from mg import run as run_lib
@@ -23,9 +29,33 @@ _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Folder for results; default: a fresh folder under runs/.')
 
 
+def parse_flags(argv):
+  """absl's parser, with a bad ``--config.field=value`` as one line, not a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f'error: {e}\nPass --help to see the flags.')
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    text = ' '.join(str(e).replace('\\n', ' ').replace("\\'", "'").split())
+    typo = re.search(r"'(\w+)' Did you mean \"(\w+)\"", text)
+    if typo:
+      text = f"the config has no field '{typo[1]}' (did you mean '{typo[2]}'?)"
+    sys.exit(f'error: bad --config override: {text}')
+
+
+def resume_command(workdir: str) -> str:
+  """The command line that resumes this run (with its workdir made explicit)."""
+  args = [a for a in sys.argv[1:]]
+  if not any(a == '--workdir' or a.startswith('--workdir=') for a in args):
+    args.append(f'--workdir={workdir}')
+  return shlex.join(['python', '-m', 'experiments.main', *args])
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # library progress notes (checkpoints)
   config_name = os.path.splitext(os.path.basename(flags.FLAGS['config'].config_filename))[0]
   workdir = _WORKDIR.value or run_lib.default_workdir(config_name)
   print(f'workdir: {workdir}', flush=True)
@@ -33,8 +63,13 @@ def main(argv):
     run_lib.run(_CONFIG.value, workdir)
   except (config_lib.ConfigError, data_lib.DataError) as e:
     sys.exit(f'error: {e}')
+  except checkpoint_lib.Interrupted as e:
+    print(f'interrupted at {e.where}; its progress is checkpointed in '
+          f'{os.path.join(workdir, checkpoint_lib.CHECKPOINT_DIR)}; resume with:\n'
+          f'  {resume_command(workdir)}', file=sys.stderr, flush=True)
+    sys.exit(e.exit_code)
 
 
 if __name__ == '__main__':
   flags.mark_flag_as_required('config')
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -2,15 +2,22 @@
 
 Every message names the field, what is wrong and what to do, so a bad
 ``--config.field=value`` stops at once with one line instead of a traceback
-minutes later. Data fields are checked by ``mg.data.validate``.
+minutes later. Data fields are checked by ``mg.data.validate``;
+``validate_dataset`` checks what needs the loaded dataset (its classes and
+sizes) before the partition is drawn and any training starts.
 """
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
+
 from mg import data as data_lib
 from mg import methods as methods_lib
-from mg.federated import mapping
 from mg import models
+from mg.data.specs import SPECS
+from mg.federated import mapping
 from mg.algorithms.metagater import ETA_SCHEDULES
 
 
@@ -23,20 +30,27 @@ def _check(ok: bool, message: str):
     raise ConfigError(message)
 
 
-def _positive_int(config, field: str, allow_zero: bool = False):
+def _get(config, field: str):
   value = config
   for part in field.split('.'):
     value = value[part]
+  return value
+
+
+def _positive_int(config, field: str, allow_zero: bool = False):
+  value = _get(config, field)
   low = 0 if allow_zero else 1
-  _check(isinstance(value, int) and value >= low,
+  _check(isinstance(value, int) and not isinstance(value, bool) and value >= low,
          f'{field}={value!r}: expected an integer >= {low}')
 
 
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _positive(config, field: str):
-  value = config
-  for part in field.split('.'):
-    value = value[part]
-  _check(isinstance(value, (int, float)) and value > 0,
+  value = _get(config, field)
+  _check(_is_number(value) and value > 0,
          f'{field}={value!r}: expected a number > 0')
 
 
@@ -56,19 +70,30 @@ def validate(config) -> None:
   _check(config.model.name in models.NAMES,
          f'model.name={config.model.name!r}: expected one of {models.NAMES}')
   for field in ('repeats', 'eval_every', 'meta.rounds', 'meta.tasks_per_round',
-                'model.gate_hidden'):
+                'model.gate_hidden', 'checkpoint_every', 'keep_checkpoints'):
     _positive_int(config, field)
-  for field in ('meta.local_steps', 'meta.batch_size', 'adapt.batch_size'):
+  for field in ('seed', 'meta.local_steps', 'meta.batch_size', 'adapt.batch_size',
+                'debug_nan_round'):
     _positive_int(config, field, allow_zero=True)
+  for field in ('resume', 'progress', 'meta.compare_unaccelerated'):
+    _check(isinstance(_get(config, field), bool),
+           f'{field}={_get(config, field)!r}: expected True or False')
+  trained = methods + (('metagater_unaccelerated',) if config.meta.compare_unaccelerated
+                       else ())
+  _check(config.debug_nan_method == '' or config.debug_nan_method in trained,
+         f'debug_nan_method={config.debug_nan_method!r}: expected one of the methods '
+         f"run, {trained}, or '' for every method")
   for field in ('meta.local_lr', 'meta.lam', 'meta.beta', 'adapt.lr', 'model.tau',
                 'perfedavg.alpha', 'perfedavg.beta'):
     _positive(config, field)
-  _check(config.meta.rho >= 0, f'meta.rho={config.meta.rho}: expected >= 0')
-  alpha = config.meta.alpha
-  _check(alpha is None or 0 < alpha <= 1,
-         f'meta.alpha={alpha}: expected a number in (0, 1], or None for 2/(t+1)')
-  _check(0.0 <= config.adapt.keep_frac < 1.0,
-         f'adapt.keep_frac={config.adapt.keep_frac}: expected a fraction in [0, 1)')
+  if 'alpha_hf' in config.perfedavg:
+    _positive(config, 'perfedavg.alpha_hf')
+  rho, alpha, keep_frac = config.meta.rho, config.meta.alpha, config.adapt.keep_frac
+  _check(_is_number(rho) and rho >= 0, f'meta.rho={rho!r}: expected a number >= 0')
+  _check(alpha is None or (_is_number(alpha) and 0 < alpha <= 1),
+         f'meta.alpha={alpha!r}: expected a number in (0, 1], or None for 2/(t+1)')
+  _check(_is_number(keep_frac) and 0.0 <= keep_frac < 1.0,
+         f'adapt.keep_frac={keep_frac!r}: expected a fraction in [0, 1)')
   _check(config.meta.regularizer in ('group_lasso', 'lasso', 'none'),
          f'meta.regularizer={config.meta.regularizer!r}: expected group_lasso, '
          'lasso or none')
@@ -77,9 +102,90 @@ def validate(config) -> None:
   _check(config.meta.mapping in ('auto',) + mapping.STRATEGIES,
          f'meta.mapping={config.meta.mapping!r}: expected one of '
          f"{('auto',) + mapping.STRATEGIES}")
+  data_lib.validate(config.data)
   num_train = config.data.num_tasks - config.data.num_targets
   _check(config.meta.tasks_per_round <= num_train,
          f'meta.tasks_per_round={config.meta.tasks_per_round} is more than the '
          f'{num_train} meta-training tasks (data.num_tasks - data.num_targets); '
          'lower it or raise data.num_tasks')
-  data_lib.validate(config.data)
+  spec = SPECS[config.data.name]
+  try:
+    models.build(config.model.name, input_shape=spec.input_shape,
+                 num_classes=spec.num_classes, gating=True,
+                 gated_layers=tuple(config.model.gated_layers) or None,
+                 gate_hidden=config.model.gate_hidden)
+  except ValueError as e:
+    raise ConfigError(f'model.gated_layers={tuple(config.model.gated_layers)}: {e}') from e
+
+
+def validate_dataset(config, labels, num_classes: int, name: str = '') -> None:
+  """Checks the partition fields against a loaded dataset, before any work.
+
+  Necessary conditions of the partition drawn by ``mg.data.partition``
+  (DESIGN.md s.6): enough classes; ``num_tasks * min_samples`` samples in all;
+  and, since that partition balances class usage (counts differ by at most
+  one), every class serves at least ``floor(num_tasks * k / C)`` tasks, each
+  asking at least ``floor(min_samples / k)`` samples of it, so the smallest
+  class must hold their product. (The draw of the sizes in ``[min_samples,
+  max_samples]`` is checked exactly when the partition is drawn.)
+
+  Args:
+    config: the experiment config.
+    labels: (N,) integer labels of the loaded dataset.
+    num_classes: its number of classes ``C``.
+    name: the dataset's name, for messages.
+
+  Raises:
+    ConfigError: naming the field to change.
+  """
+  d = config.data
+  labels = np.asarray(labels)
+  about = f'the {labels.size} images of dataset {name or d.name} ({num_classes} classes)'
+  _check(d.classes_per_task <= num_classes,
+         f'data.classes_per_task={d.classes_per_task} is more than the {num_classes} '
+         f'classes of dataset {name or d.name}; use at most {num_classes}')
+  needed = d.num_tasks * d.min_samples
+  _check(needed <= labels.size,
+         f'data.num_tasks={d.num_tasks} x data.min_samples={d.min_samples} = {needed} '
+         f'samples are more than {about}; lower data.num_tasks or data.min_samples')
+  per_class = np.bincount(labels, minlength=num_classes)
+  tasks_per_class = d.num_tasks * d.classes_per_task // num_classes
+  share = d.min_samples // d.classes_per_task
+  smallest = int(np.argmin(per_class))
+  _check(tasks_per_class * share <= per_class[smallest],
+         f'data.min_samples={d.min_samples}: every class serves at least '
+         f'{tasks_per_class} of the data.num_tasks={d.num_tasks} tasks, each asking at '
+         f'least {share} of its samples, but class {smallest} has only '
+         f'{per_class[smallest]} samples in {about}; lower data.min_samples or '
+         'data.num_tasks')
+
+
+# Fields that change how a run is carried out, not what it computes: a run may
+# be resumed with other values of these.
+RESUMABLE_FIELDS = ('resume', 'progress', 'checkpoint_every', 'keep_checkpoints')
+
+
+def _flatten(tree, prefix=''):
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def differences(saved_json: str, config) -> list:
+  """``['field: saved -> new', ...]`` between a saved ``config.json`` and ``config``.
+
+  Fields of ``RESUMABLE_FIELDS`` are ignored; tuples and lists compare equal.
+  """
+  saved = _flatten(json.loads(saved_json))
+  new = _flatten(json.loads(config.to_json_best_effort()))
+  out = []
+  for field in sorted(set(saved) | set(new)):
+    if field in RESUMABLE_FIELDS:
+      continue
+    a, b = saved.get(field, '<absent>'), new.get(field, '<absent>')
+    if a != b:
+      out.append(f'{field}: {a!r} -> {b!r}')
+  return out

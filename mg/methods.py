@@ -75,7 +75,8 @@ def build(name: str, config, info, scan_steps: bool = False) -> Method:
   if name in ('perfedavg_fo', 'perfedavg_hf'):
     hf = name == 'perfedavg_hf'
     return Method(name, model, perfedavg(model, hessian_free=hf, **common),
-                  dict(alpha=config.perfedavg.alpha, beta=config.perfedavg.beta),
+                  dict(alpha=config.perfedavg.alpha_hf if hf else config.perfedavg.alpha,
+                       beta=config.perfedavg.beta),
                   one_step, meta.local_steps, 3 if hf else 2)
   if name == 'metagater_nogate':
     return Method(name, model, metagater(model, regularizer='none', alpha=meta.alpha,

@@ -12,7 +12,30 @@ the workdir:
 * ``results.json`` / ``results.md``: the Table 1 and Table 2 style results;
 * ``curves.png`` (accuracy after fast adaptation vs round, Fig. 4),
   ``loss.png`` (mean local training loss per round: convergence of the outer
-  loop) and ``sparsity.png`` (per-target channel sparsity: its diversity).
+  loop) and ``sparsity.png`` (per-target channel sparsity: its diversity);
+* ``checkpoints/<step>/``: the run's progress (``mg.checkpoint.Store``), saved
+  every ``checkpoint_every`` rounds of a method, at the end of each method and
+  on SIGINT/SIGTERM (then ``run`` raises ``mg.checkpoint.Interrupted``).
+
+Rerunning with the same workdir resumes from the newest readable checkpoint
+and gives the results of an uninterrupted run (bit for bit on CPU: every
+round's key is ``fold_in(key, t)`` of keys derived from the seed, and the
+restored states have the live states' exact types). A workdir holding another
+config is refused unless ``resume=False``. The results files are written only
+once every method of every repeat is done.
+
+What a checkpoint holds (``Ledger``):
+
+* ``arrays``: ``rng`` (the repeat's key data), ``states/<method>`` (the server
+  state, optimizer state included, of each method of the current repeat: final
+  for the finished ones, current for the one training) and
+  ``outputs/<method>/<round>`` (the output models MetaSNIP prunes, kept at the
+  evaluation rounds of MetaGater w/o gating: saved, not recomputed);
+* ``progress`` (JSON): the repeat, the method training and its rounds done,
+  its curve, losses and round times so far, every finished method's summary
+  and curve (finished methods are not retrained), the length of
+  ``metrics.jsonl`` at the save (the log is cut back to it on resume), the
+  config, and a digest of ``arrays``.
 """
 
 from __future__ import annotations
@@ -20,23 +43,28 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import statistics
 from typing import Callable, NamedTuple, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from mg import checkpoint as ckpt_lib
 from mg import config as config_lib
 from mg import data as data_lib
 from mg import methods as methods_lib
 from mg import report
 from mg import train as train_lib
 from mg.federated import mapping
+from mg.report.serialize import atomic_write_text
 
 # MetaSNIP needs MetaGater's sparsity and MetaGater w/o gating's backbone.
-_ORDER = ('fedavg', 'perfedavg_fo', 'perfedavg_hf', 'metagater_nogate', 'metagater',
+ORDER = ('fedavg', 'perfedavg_fo', 'perfedavg_hf', 'metagater_nogate', 'metagater',
           'metagater_unaccelerated', 'metasnip')
+# What a fresh run in a workdir replaces (with resume=False).
+_OUTPUTS = ('metrics.jsonl', 'results.json', 'results.md', 'curves.png', 'loss.png',
+            'sparsity.png')
 
 
 def default_workdir(config_name: str) -> str:
@@ -48,39 +76,68 @@ def method_names(config) -> list:
   names = list(config.methods)
   if config.meta.compare_unaccelerated and 'metagater_unaccelerated' not in names:
     names.append('metagater_unaccelerated')
-  return sorted(names, key=_ORDER.index)
+  return sorted(names, key=ORDER.index)
 
 
 def run(config, workdir: str) -> dict:
-  """Runs the experiment described by ``config``; returns ``results.json``'s dict."""
+  """Runs (or resumes) the experiment described by ``config``.
+
+  Returns:
+    ``results.json``'s dict.
+
+  Raises:
+    ConfigError, DataError: a bad config (before any work starts), or a
+      workdir holding another config while ``config.resume`` is set.
+    mg.checkpoint.Interrupted: SIGINT/SIGTERM arrived; a checkpoint was saved.
+  """
   config_lib.validate(config)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  with ckpt_lib.StopRequest() as stop:
+    prepare_workdir(config, workdir)
+    fed, partition, info = build_data(config)
+    print(data_lib.describe(partition), flush=True)
+    print(f"dataset {info['name']}: {info['num_examples']} images "
+          f"{tuple(info['input_shape'])}, {info['num_classes']} classes "
+          f"(source {info['source']}, splits {info['splits_loaded']})", flush=True)
+    fed = jax.device_put(fed)
 
-  fed, partition, info = data_lib.build(config.data, config.seed)
-  print(data_lib.describe(partition), flush=True)
-  print(f"dataset {info['name']}: {info['num_examples']} images "
-        f"{tuple(info['input_shape'])}, {info['num_classes']} classes "
-        f"(source {info['source']}, splits {info['splits_loaded']})", flush=True)
-  fed = jax.device_put(fed)
+    names = method_names(config)
+    strategy = mapping.resolve_strategy(config.meta.mapping, config.model.name)
+    print(f"backend {jax.default_backend()}, client mapping '{strategy}', "
+          f'methods {names}', flush=True)
+    runners = build_runners(config, names, info, strategy,
+                            int(fed.train_support.count.shape[0]))
+    store = ckpt_lib.Store(os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR),
+                           config.keep_checkpoints)
+    try:
+      ledger = resume_ledger(config, store, workdir)
+      with report.MetricsLog(os.path.join(workdir, 'metrics.jsonl')) as log:
 
-  names = method_names(config)
-  strategy = mapping.resolve_strategy(config.meta.mapping, config.model.name)
-  print(f"backend {jax.default_backend()}, client mapping '{strategy}', "
-        f'methods {names}', flush=True)
+        def save(where):
+          store.save(*ledger.checkpoint(config, os.path.getsize(log.path), where))
+
+        for repeat in range(ledger.repeat, config.repeats):
+          ledger.begin_repeat(repeat)
+          run_repeat(config, runners, fed, repeat, log, ledger=ledger, save=save,
+                     stop=stop)
+    finally:
+      store.close()
+    # Every method is done: a signal now waits the second the results take.
+    return write_outputs(config, workdir, names, ledger, partition, info, strategy)
+
+
+def write_outputs(config, workdir, names, ledger, partition, info, strategy) -> dict:
+  """The results files and plots, from every repeat's finished methods."""
   per_repeat = {m: [] for m in names}
-  curves, losses = {}, {}
-  runners = build_runners(config, names, info, strategy,
-                          int(fed.train_support.count.shape[0]))
-  with report.MetricsLog(os.path.join(workdir, 'metrics.jsonl')) as log:
-    for repeat in range(config.repeats):
-      results = run_repeat(config, runners, fed, repeat, log)
-      for m, (summary, curve) in results.items():
-        per_repeat[m].append(summary)
-        curves.setdefault(m, []).append(curve)
-        if summary.get('losses'):
-          losses.setdefault(m, []).append(summary.pop('losses'))
+  curves, losses, hashes = {}, {}, {}
+  for repeat in range(config.repeats):
+    for m in names:
+      summary, curve = ledger.finished(repeat, m)
+      summary = dict(summary)
+      if summary.get('losses'):
+        losses.setdefault(m, []).append(summary.pop('losses'))
+      hashes.setdefault(m, []).append(summary.pop('output_sha256', None))
+      per_repeat[m].append(summary)
+      curves.setdefault(m, []).append(curve)
 
   rows = []
   for m in names:
@@ -93,7 +150,9 @@ def run(config, workdir: str) -> dict:
   mean_losses = {m: np.mean([l[:min(map(len, ls))] for l in ls], axis=0).tolist()
                  for m, ls in losses.items()}
   extra = {'dataset': info, 'backend': jax.default_backend(), 'mapping': strategy,
-           'curves': mean_curves, 'losses': mean_losses}
+           'curves': mean_curves, 'losses': mean_losses,
+           'output_sha256': {m: h for m, h in hashes.items() if any(h)},
+           'resumes': ledger.resumes}
   markdown = report.write_results(workdir, rows, partition.stats(), extra=extra)
   report.plot_curves(os.path.join(workdir, 'curves.png'), mean_curves,
                      title=f"{info['name']}: target accuracy after fast adaptation")
@@ -118,6 +177,160 @@ def _mean_curve(curves: list) -> dict:
                            else np.array(shared[0]['accuracy_std'])).tolist()}
 
 
+def prepare_workdir(config, workdir: str) -> None:
+  """Checks that ``workdir`` may hold this run and writes ``config.json``.
+
+  A workdir whose ``config.json`` differs from ``config`` (beyond the fields
+  of ``config_lib.RESUMABLE_FIELDS``) is refused while ``config.resume`` is
+  set; with ``resume=False`` its checkpoints and outputs are deleted.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, 'config.json')
+  if config.resume and os.path.exists(path):
+    with open(path) as f:
+      saved = f.read()
+    try:
+      diffs = config_lib.differences(saved, config)
+    except json.JSONDecodeError:
+      diffs = ['config.json: unreadable']
+    if diffs:
+      raise config_lib.ConfigError(_other_config_message(workdir, diffs))
+  if not config.resume:
+    shutil.rmtree(os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR), ignore_errors=True)
+    for name in _OUTPUTS:
+      if os.path.exists(os.path.join(workdir, name)):
+        os.remove(os.path.join(workdir, name))
+  atomic_write_text(path, config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def _other_config_message(workdir, diffs) -> str:
+  shown = '; '.join(diffs[:6]) + ('; ...' if len(diffs) > 6 else '')
+  return (f'workdir {workdir} holds a run of another config ({shown}). To resume it, '
+          'rerun its own command; to start over in it, add --config.resume=False '
+          '(deletes its checkpoints and results); or give a fresh --workdir')
+
+
+def build_data(config):
+  """``mg.data.build`` with ``validate_dataset`` between loading and partitioning."""
+  return data_lib.build(
+      config.data, config.seed,
+      check=lambda dataset: config_lib.validate_dataset(
+          config, dataset.labels, dataset.num_classes, dataset.name))
+
+
+class Ledger:
+  """Everything a checkpoint holds, kept up to date in memory as the run goes.
+
+  Attributes:
+    repeat: the repeat in progress.
+    done: ``{repeat: {method: (summary, curve)}}`` of finished methods (JSON
+      values, read back from JSON, so a fresh and a resumed run see the same).
+    current: ``None`` or ``dict(method, rounds_done, curve, losses,
+      round_times)`` of the method in training.
+    states: ``{method: host leaves}`` of the current repeat's server states.
+    outputs: ``{method: {round: host leaves}}`` of kept output models.
+    rng: the current repeat's key data, or None.
+    resumes: one line per resume of this run (written to ``results.json``).
+  """
+
+  def __init__(self):
+    self.repeat = 0
+    self.done, self.current = {}, None
+    self.states, self.outputs, self.rng = {}, {}, None
+    self.resumes = []
+
+  @classmethod
+  def from_checkpoint(cls, restored: ckpt_lib.Restored) -> Ledger:
+    p, arrays = restored.progress, restored.arrays
+    ledger = cls()
+    ledger.repeat = p['repeat']
+    ledger.done = {int(r): {m: tuple(v) for m, v in ms.items()} for r, ms in p['done'].items()}
+    ledger.current = p['current']
+    ledger.states = dict(arrays.get('states', {}))
+    ledger.outputs = {m: {int(t): v for t, v in o.items()}
+                      for m, o in arrays.get('outputs', {}).items()}
+    ledger.rng = arrays['rng']
+    ledger.resumes = list(p.get('resumes', [])) + [
+        f"checkpoint {restored.step}: {p['where']}"]
+    return ledger
+
+  def begin_repeat(self, repeat: int):
+    if repeat != self.repeat:
+      self.repeat, self.current = repeat, None
+      self.states, self.outputs, self.rng = {}, {}, None
+
+  def finished(self, repeat: int, method: str):
+    return self.done.get(repeat, {}).get(method)
+
+  def finish(self, repeat, method, summary, curve, state=None, outputs=None):
+    """Records a finished method; returns its ``(summary, curve)`` as JSON reads them."""
+    record = ckpt_lib.json_roundtrip(report.to_jsonable([summary, curve]))
+    self.done.setdefault(repeat, {})[method] = tuple(record)
+    self.current = None
+    if state is not None:
+      self.states[method] = ckpt_lib.host_leaves(state)
+    if outputs:
+      self.outputs[method] = {t: ckpt_lib.host_leaves(o) for t, o in outputs.items()}
+    return tuple(record)
+
+  def update(self, method, progress: train_lib.TrainResult, keep_outputs: bool):
+    """Records the progress of the method in training."""
+    self.current = ckpt_lib.json_roundtrip(report.to_jsonable(dict(
+        method=method, rounds_done=progress.rounds_done, curve=progress.curve,
+        losses=progress.losses, round_times=progress.round_times)))
+    self.states[method] = ckpt_lib.host_leaves(progress.state)
+    if keep_outputs:
+      self.outputs[method] = {t: ckpt_lib.host_leaves(o)
+                              for t, o in progress.outputs.items()}
+
+  def resume_point(self, repeat, method, state, output_like):
+    """The ``TrainResult`` to continue ``method`` from, or None to start it."""
+    c = self.current
+    if c is None or self.repeat != repeat or c['method'] != method:
+      return None
+    state = ckpt_lib.restore_like(state, self.states[method], f'{method} state')
+    return train_lib.TrainResult(
+        state, c['curve'], c['losses'], c['round_times'], None,
+        self.restored_outputs(method, output_like), c['rounds_done'])
+
+  def restored_outputs(self, method, output_like) -> dict:
+    return {t: ckpt_lib.restore_like(output_like, leaves, f'{method} output {t}')
+            for t, leaves in sorted(self.outputs.get(method, {}).items())}
+
+  def checkpoint(self, config, log_bytes: int, where: str):
+    """``(arrays, progress)`` for ``Store.save``."""
+    arrays = {'rng': self.rng}
+    if self.states:
+      arrays['states'] = dict(self.states)
+    outputs = {m: {str(t): v for t, v in o.items()} for m, o in self.outputs.items() if o}
+    if outputs:
+      arrays['outputs'] = outputs
+    progress = dict(
+        format=1, where=where, repeat=self.repeat, current=self.current,
+        done={str(r): {m: list(v) for m, v in ms.items()} for r, ms in self.done.items()},
+        log_bytes=log_bytes, resumes=self.resumes,
+        config=json.loads(config.to_json_best_effort()))
+    return arrays, report.to_jsonable(progress)
+
+
+def resume_ledger(config, store: ckpt_lib.Store, workdir: str) -> Ledger:
+  """The ledger of the newest readable checkpoint (or a fresh one); cuts the log back."""
+  restored = store.restore_latest() if config.resume else None
+  log_path = os.path.join(workdir, 'metrics.jsonl')
+  if restored is None:
+    if os.path.exists(log_path):
+      os.truncate(log_path, 0)
+    return Ledger()
+  diffs = config_lib.differences(json.dumps(restored.progress['config']), config)
+  if diffs:
+    raise config_lib.ConfigError(_other_config_message(workdir, diffs))
+  ledger = Ledger.from_checkpoint(restored)
+  if os.path.exists(log_path):
+    os.truncate(log_path, min(restored.progress['log_bytes'], os.path.getsize(log_path)))
+  print(f'resuming from {ledger.resumes[-1]} ({store.directory})', flush=True)
+  return ledger
+
+
 class Runner(NamedTuple):
   """A method with its compiled round and target functions (built once)."""
   method: methods_lib.Method
@@ -139,15 +352,52 @@ def build_runners(config, names, info, strategy, num_train) -> dict:
   return runners
 
 
-def run_repeat(config, runners, fed, repeat, log) -> dict:
-  """Trains and evaluates every method once; returns ``{method: (summary, curve)}``."""
-  key = jax.random.key(config.seed + 1000 * (repeat + 1))
+def repeat_key(seed: int, repeat: int) -> jax.Array:
+  """The PRNG key of one repeat of a run with ``config.seed = seed``."""
+  return jax.random.key(seed + 1000 * (repeat + 1))
+
+
+def method_keys(key: jax.Array, name: str):
+  """``(init, train, eval)`` keys of method ``name`` from a repeat's key.
+
+  Every method starts from the same initial key (the same ``theta`` for the
+  gated and plain backbones); training and evaluation keys are the method's own.
+  """
   init_key, train_key, eval_key = jax.random.split(key, 3)
+  index = ORDER.index(name)
+  return init_key, jax.random.fold_in(train_key, index), jax.random.fold_in(eval_key, index)
+
+
+def run_repeat(config, runners, fed, repeat, log, ledger=None, save=None,
+               stop=None) -> dict:
+  """Trains and evaluates every method once; returns ``{method: (summary, curve)}``.
+
+  Methods finished in ``ledger`` are not retrained; the one in training there
+  continues from its state. ``save(where)`` writes a checkpoint of the ledger;
+  a true ``stop`` (a ``StopRequest``) makes the run save and raise
+  ``mg.checkpoint.Interrupted`` at the next round boundary.
+  """
+  ledger = ledger if ledger is not None else Ledger()
+  save = save or (lambda where: None)
+  stop = stop if stop is not None else ckpt_lib.StopRequest()
+  if ledger.rng is None:
+    ledger.rng = ckpt_lib.host_leaves(repeat_key(config.seed, repeat))[0]
+  key = jax.random.wrap_key_data(ledger.rng)
   train_data = fed.train_support
   names = list(runners)
   out, outputs = {}, {}
   for name, (method, round_fn, target_fns) in runners.items():
-    method_eval_key = jax.random.fold_in(eval_key, _ORDER.index(name))
+    init_key, method_train_key, method_eval_key = method_keys(key, name)
+    keep = name == 'metagater_nogate' and 'metasnip' in names
+    finished = ledger.finished(repeat, name)
+    if finished is not None:
+      out[name] = finished
+      if keep:
+        outputs[name] = ledger.restored_outputs(name, method.model.init(init_key))
+      continue
+    where = f'{name} (repeat {repeat + 1})'
+    if stop:
+      raise ckpt_lib.Interrupted(stop.signum, f'the start of {where}')
     sparsity_of = _snip_sparsity(out) if name == 'metasnip' else (lambda r: 0.0)
 
     def evaluate(params, t, time_it=False, method=method, fns=target_fns,
@@ -157,12 +407,19 @@ def run_repeat(config, runners, fed, repeat, log) -> dict:
           jax.random.fold_in(key, t), sparsity=sparsity_of(t), time_it=time_it)
 
     if method.algorithm is None:
-      out[name] = _adapt_only(config, method, outputs, out, evaluate, repeat, log)
+      summary, curve = _adapt_only(config, method, outputs, out, evaluate, repeat, log)
+      out[name] = ledger.finish(repeat, name, summary, curve)
+      save(f'the end of {where}')
+      if stop:
+        raise ckpt_lib.Interrupted(stop.signum, f'the end of {where}')
       continue
     params = method.model.init(init_key)
     state = method.algorithm.init(params, **method.hparams)
+    resume = ledger.resume_point(repeat, name, state, params)
     bar = report.progress(config.meta.rounds, f'{name} (repeat {repeat + 1})',
                           enabled=config.progress)
+    if resume is not None:
+      bar.update(resume.rounds_done)
 
     def on_round(t, diagnostics, scores, name=name, bar=bar):
       fields = {k: v for k, v in diagnostics.items() if k != 'finite'}
@@ -177,16 +434,30 @@ def run_repeat(config, runners, fed, repeat, log) -> dict:
       bar.set_postfix(postfix)
       bar.update(1)
 
-    keep = name == 'metagater_nogate' and 'metasnip' in names
+    def checkpoint(progress, name=name, keep=keep, where=where):
+      ledger.update(name, progress, keep)
+      save(f'round {progress.rounds_done} of {where}')
+
+    nan_round = (config.debug_nan_round
+                 if config.debug_nan_method in ('', name) else 0)
     result = train_lib.train(
-        method, state, round_fn, train_data, jax.random.fold_in(train_key, _ORDER.index(name)),
+        method, state, round_fn, train_data, method_train_key,
         rounds=config.meta.rounds, eval_every=config.eval_every,
-        evaluate=evaluate, on_round=on_round, keep_outputs=keep)
+        evaluate=evaluate, on_round=on_round, keep_outputs=keep, resume=resume,
+        checkpoint=checkpoint, checkpoint_every=config.checkpoint_every,
+        should_stop=lambda: bool(stop), nan_at_round=nan_round)
     bar.close()
+    if result.stopped:
+      raise ckpt_lib.Interrupted(stop.signum, f'round {result.rounds_done} of {where}')
     if keep:
       outputs[name] = result.outputs
-    out[name] = _summarize_training(config, method, result, evaluate, train_data, name, log,
-                                    repeat)
+    summary, curve = _summarize_training(config, method, result, evaluate, train_data,
+                                         name, log, repeat)
+    out[name] = ledger.finish(repeat, name, summary, curve, state=result.state,
+                              outputs=result.outputs if keep else None)
+    save(f'the end of {where}')
+    if stop:
+      raise ckpt_lib.Interrupted(stop.signum, f'the end of {where}')
   return out
 
 
@@ -196,22 +467,28 @@ def _summarize_training(config, method, result, evaluate, train_data, name, log,
                  train_time_s=float(sum(times)), losses=result.losses,
                  diverged=result.diverged_round is not None)
   if result.diverged_round is not None:
-    print(f'{name}: diverged at round {result.diverged_round} (non-finite loss or '
-          'parameters); its results are marked diverged', flush=True)
+    print(f'{name}: diverged at round {result.diverged_round} of repeat {repeat + 1} '
+          '(non-finite loss or parameters): stopped it, kept its last good state '
+          f'(round {result.rounds_done}) in the checkpoint and marked its results '
+          'diverged', flush=True)
     summary.update(diverged_round=result.diverged_round, accuracy=None,
                    target_accuracy=[], sparsity=None, target_sparsity=None,
                    macs_ratio=None, adapt_time_s=None)
+    log.write(name, result.diverged_round, repeat=repeat, event='diverged')
     return summary, result.curve
   steady = times[1:] or times
   seconds = statistics.median(steady)
   batch = config.meta.batch_size or float(np.mean(np.asarray(train_data.count)))
   images = config.meta.tasks_per_round * method.local_steps * method.images_per_step * batch
-  scores = evaluate(method.algorithm.output(result.state), config.meta.rounds, time_it=True)
+  output = method.algorithm.output(result.state)
+  scores = evaluate(output, config.meta.rounds, time_it=True)
   summary.update(_scores_summary(scores), seconds_per_round=seconds,
                  images_per_second=images / seconds if images else None,
-                 compile_s=max(times[0] - seconds, 0.0))
+                 compile_s=max(times[0] - seconds, 0.0),
+                 output_sha256=ckpt_lib.digest(ckpt_lib.host_leaves(output)))
   log.write(name, config.meta.rounds, repeat=repeat, event='final',
-            **{k: v for k, v in summary.items() if k not in ('target_accuracy', 'losses')})
+            **{k: v for k, v in summary.items()
+               if k not in ('target_accuracy', 'losses', 'output_sha256')})
   return summary, result.curve
 
 
@@ -226,21 +503,37 @@ def _scores_summary(scores) -> dict:
 def _snip_sparsity(out):
   """MetaSNIP's target sparsity at round ``t``: MetaGater's mean sparsity then."""
   summary, curve = out.get('metagater', (None, None))
-  if summary is None or summary.get('sparsity') is None:
+  if summary is None:
     raise config_lib.ConfigError(
-        'methods: metasnip prunes at MetaGater\'s sparsity, so it needs '
-        "'metagater' in methods (and a run of it that did not diverge)")
+        "methods: metasnip prunes at MetaGater's sparsity, so it needs 'metagater' "
+        'in methods')
+  if summary.get('sparsity') is None:
+    return None
   by_round = dict(zip(curve['round'], curve['sparsity_mean']))
   return lambda t: by_round.get(t, summary['sparsity'])
+
+
+def _not_run(method, base, reason: str):
+  print(f'{method.name}: not run: {reason}; its results are marked diverged', flush=True)
+  summary = dict(rounds=base['rounds'], local_steps=base['local_steps'],
+                 train_time_s=None, diverged=True, accuracy=None, target_accuracy=[],
+                 sparsity=None, target_sparsity=None, macs_ratio=None, adapt_time_s=None)
+  return summary, {'round': [], 'accuracy_mean': [], 'accuracy_std': [],
+                   'sparsity_mean': []}
 
 
 def _adapt_only(config, method, outputs, out, evaluate, repeat, log):
   """MetaSNIP: MetaGater w/o gating's backbones, pruned and adapted at targets."""
   backbone = methods_lib.BACKBONE_OF[method.name]
-  if backbone not in out or out[backbone][0]['diverged']:
+  if backbone not in out:
     raise config_lib.ConfigError(
         f"methods: {method.name} adapts {backbone}'s meta-model, so it needs "
-        f"'{backbone}' in methods (and a run of it that did not diverge)")
+        f"'{backbone}' in methods")
+  base = out[backbone][0]
+  if base['diverged']:
+    return _not_run(method, base, f'{backbone}, whose meta-model it prunes, diverged')
+  if _snip_sparsity(out) is None:
+    return _not_run(method, base, 'metagater, whose sparsity it matches, diverged')
   curve = {'round': [], 'accuracy_mean': [], 'accuracy_std': [], 'sparsity_mean': []}
   rounds = sorted(outputs[backbone])
   for t in rounds:
@@ -252,7 +545,6 @@ def _adapt_only(config, method, outputs, out, evaluate, repeat, log):
     log.write(method.name, t, repeat=repeat, event='eval',
               accuracy=curve['accuracy_mean'][-1], target_accuracy=scores.accuracy,
               sparsity=curve['sparsity_mean'][-1])
-  base = out[backbone][0]
   summary = dict(rounds=base['rounds'], local_steps=base['local_steps'],
                  train_time_s=base['train_time_s'], diverged=False,
                  **_scores_summary(scores))

@@ -5,6 +5,9 @@ keys from ``fold_in(key, t)``, a divergence guard (a non-finite loss or
 parameter stops the method and marks it diverged), a target evaluation every
 ``eval_every`` rounds (the convergence curves of the paper's Fig. 4), and
 timings (Table 1's training time, seconds per round, images per second).
+It resumes from a ``TrainResult`` (a checkpoint), hands its progress to a
+``checkpoint`` callback every few rounds, and stops at a round boundary when
+asked to (SIGINT/SIGTERM, see ``mg.checkpoint.StopRequest``).
 """
 
 from __future__ import annotations
@@ -31,12 +34,35 @@ class TargetScores(NamedTuple):
 
 
 class TrainResult(NamedTuple):
+  """A method's training so far (complete, diverged or stopped on request).
+
+  ``curve``, ``losses``, ``round_times`` and ``outputs`` cover rounds
+  ``1..rounds_done``; a ``TrainResult`` is also what ``train`` resumes from.
+  """
   state: Any
   curve: dict                # {'round': [...], 'accuracy_mean': [...], ...}
   losses: list               # mean local training loss of every round
   round_times: list
   diverged_round: Optional[int]
   outputs: dict              # round -> output params at evaluation rounds
+  rounds_done: int = 0       # the last round whose state is ``state``
+  stopped: bool = False      # stopped early because ``should_stop()`` was true
+
+
+def empty_curve() -> dict:
+  return {'round': [], 'accuracy_mean': [], 'accuracy_std': [], 'sparsity_mean': []}
+
+
+def fresh(state) -> TrainResult:
+  """The ``TrainResult`` of no round yet: where a fresh training begins."""
+  return TrainResult(state, empty_curve(), [], [], None, {}, 0, False)
+
+
+def poison(state):
+  """``state`` with NaN parameters: fault injection for the divergence guard."""
+  return state._replace(params=jax.tree.map(
+      lambda x: jnp.full_like(x, jnp.nan) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+      state.params))
 
 
 def make_target_fns(method):
@@ -102,38 +128,55 @@ def snip_macs_ratio(method, kept_fraction: float) -> float:
 
 
 def train(method, state, round_fn, data, key, *, rounds, eval_every,
-          evaluate=None, on_round=None, keep_outputs=False) -> TrainResult:
-  """Runs ``rounds`` rounds of ``method`` from ``state``.
+          evaluate=None, on_round=None, keep_outputs=False, resume=None,
+          checkpoint=None, checkpoint_every=0, should_stop=None,
+          nan_at_round=0) -> TrainResult:
+  """Runs rounds ``rounds_done + 1 .. rounds`` of ``method``.
 
   Args:
     method: an ``mg.methods.Method`` with an algorithm.
-    state: its initial server state.
+    state: its initial server state (ignored when ``resume`` is given).
     round_fn: ``round(state, data, key)`` from ``make_round``.
     data: the meta-training tasks' ``TaskArrays`` on the device.
-    key: the method's PRNG key; round ``t`` uses ``fold_in(key, t)``.
+    key: the method's PRNG key; round ``t`` uses ``fold_in(key, t)``, so a
+      resumed run draws exactly the keys of an uninterrupted one.
     rounds: ``T``.
     eval_every: rounds between evaluations (the last round is always one).
     evaluate: ``evaluate(output_params, round) -> TargetScores`` or None.
     on_round: ``on_round(t, diagnostics_dict, scores_or_None)`` callback.
     keep_outputs: keep the output model of every evaluation round.
+    resume: a ``TrainResult`` to continue (e.g. restored from a checkpoint).
+    checkpoint: ``checkpoint(progress: TrainResult)``, called after every
+      ``checkpoint_every``-th round before the last and when stopping on
+      request (the caller saves the finished method itself).
+    checkpoint_every: rounds between checkpoints (0: none during training).
+    should_stop: polled after every round; when true, training checkpoints and
+      returns with ``stopped=True``.
+    nan_at_round: fault injection: NaN parameters enter round ``t`` (0: never).
 
   Returns:
-    A ``TrainResult``; on divergence the state is the last finite one.
+    A ``TrainResult``; on divergence (a non-finite loss or parameter) the state
+    is the last finite one and ``diverged_round`` the round that failed.
   """
-  curve = {'round': [], 'accuracy_mean': [], 'accuracy_std': [], 'sparsity_mean': []}
-  round_times, losses, outputs, diverged = [], [], {}, None
-  for t in range(1, rounds + 1):
-    start = time.perf_counter()
-    new_state, diagnostics = round_fn(state, data, jax.random.fold_in(key, t))
+  progress = resume if resume is not None else fresh(state)
+  state = progress.state
+  curve = {k: list(v) for k, v in progress.curve.items()}
+  losses, round_times = list(progress.losses), list(progress.round_times)
+  outputs, diverged = dict(progress.outputs), None
+  done = progress.rounds_done
+  for t in range(done + 1, rounds + 1):
+    start_time = time.perf_counter()
+    state_in = poison(state) if t == nan_at_round else state
+    new_state, diagnostics = round_fn(state_in, data, jax.random.fold_in(key, t))
     diagnostics = jax.device_get(diagnostics)
-    round_times.append(time.perf_counter() - start)
+    round_times.append(time.perf_counter() - start_time)
     loss = float(diagnostics.get('loss', 0.0))
     if not (bool(diagnostics['finite']) and np.isfinite(loss)):
       diverged = t
       if on_round:
         on_round(t, diagnostics, None)
       break
-    state = new_state
+    state, done = new_state, t
     losses.append(loss)
     scores = None
     if evaluate is not None and (t % eval_every == 0 or t == rounds):
@@ -148,4 +191,10 @@ def train(method, state, round_fn, data, key, *, rounds, eval_every,
           None if scores.sparsity is None else float(np.mean(scores.sparsity)))
     if on_round:
       on_round(t, diagnostics, scores)
-  return TrainResult(state, curve, losses, round_times, diverged, outputs)
+    stop = bool(should_stop()) if should_stop is not None else False
+    if t < rounds and (stop or (checkpoint_every and t % checkpoint_every == 0)):
+      if checkpoint is not None:
+        checkpoint(TrainResult(state, curve, losses, round_times, None, outputs, t))
+    if stop and t < rounds:
+      return TrainResult(state, curve, losses, round_times, None, outputs, t, True)
+  return TrainResult(state, curve, losses, round_times, diverged, outputs, done)

@@ -43,10 +43,13 @@ def test_one_round_changes_params_and_keeps_shapes(name, test_config, test_data)
   assert np.isfinite(float(diagnostics['loss']))
 
 
-@pytest.mark.parametrize('strategy', ['vmap', 'unroll', 'scan', 'loop'])
-def test_strategies_agree_and_compile_once(strategy, test_config, test_data):
+@pytest.mark.parametrize('strategy, name', [
+    ('vmap', 'metagater'), ('unroll', 'metagater'), ('scan', 'metagater'),
+    ('loop', 'metagater'), ('vmap', 'fedavg'), ('scan', 'fedavg'), ('loop', 'fedavg')])
+def test_strategies_agree_and_compile_once(strategy, name, test_config, test_data):
+  """Every mapping gives the unrolled round's result (FedAvg: count-weighted mean)."""
   fed, _, info = test_data
-  method = methods_lib.build('metagater', test_config, info)
+  method = methods_lib.build(name, test_config, info)
   state = method.algorithm.init(method.model.init(jax.random.key(0)), **method.hparams)
   num = int(fed.train_support.count.shape[0])
   reference = _round(method, fed, num, 3, 'unroll')(state, fed.train_support,

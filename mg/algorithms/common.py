@@ -50,3 +50,19 @@ def tree_norm(tree) -> jax.Array:
 def all_finite(tree) -> jax.Array:
   leaves = jax.tree.leaves(tree)
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def broadcast(state: ServerState):
+  """What the cloud sends every sampled node: the model and the hyperparameters."""
+  return state.params, state.hparams
+
+
+def averaging_server(state: ServerState, mean_params, metrics):
+  """The server of averaging methods: the new model is the clients' mean."""
+  diagnostics = dict(metrics, finite=all_finite(mean_params))
+  return state._replace(params=mean_params, round=state.round + 1), diagnostics
+
+
+def init_state(params, opt_state=(), **hparams) -> ServerState:
+  """A round-0 ``ServerState`` with float32 hyperparameters."""
+  return ServerState(params, opt_state, as_hparams(**hparams), jnp.zeros((), jnp.int32))

@@ -22,11 +22,7 @@ def fedavg(model, *, local_steps: int, batch_size: int, tau: float = 1.0,
   loss = common.task_loss(model, tau)
 
   def init(params, *, local_lr):
-    return common.ServerState(params, (), common.as_hparams(local_lr=local_lr),
-                              jnp.zeros((), jnp.int32))
-
-  def broadcast(state):
-    return state.params, state.hparams
+    return common.init_state(params, local_lr=local_lr)
 
   def client(shared, task, key):
     params, hp = shared
@@ -35,11 +31,8 @@ def fedavg(model, *, local_steps: int, batch_size: int, tau: float = 1.0,
         lam=0.0, batch_size=batch_size, scan=scan_steps)
     return ClientOutput(z, task.count.astype(jnp.float32), {'loss': task_loss})
 
-  def server(state, mean_params, metrics):
-    diagnostics = dict(metrics, finite=common.all_finite(mean_params))
-    return state._replace(params=mean_params, round=state.round + 1), diagnostics
-
   def output(state):
     return state.params
 
-  return Algorithm('fedavg', init, broadcast, client, server, output)
+  return Algorithm('fedavg', init, common.broadcast, client, common.averaging_server,
+                   output)

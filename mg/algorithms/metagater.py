@@ -110,11 +110,7 @@ def metagater(model, *, local_steps: int, batch_size: int, tau: float,
 
   def init(params, *, lam, local_lr, beta, rho=0.0):
     hparams = common.as_hparams(lam=lam, local_lr=local_lr, beta=beta, rho=rho)
-    return common.ServerState(params, transform(hparams).init(params), hparams,
-                              jnp.zeros((), jnp.int32))
-
-  def broadcast(state):
-    return state.params, state.hparams
+    return common.init_state(params, transform(hparams).init(params), **hparams)
 
   def client(shared, task, key):
     x_md, hp = shared
@@ -138,7 +134,7 @@ def metagater(model, *, local_steps: int, batch_size: int, tau: float,
   def output(state):
     return optim.accelerated_params(state.opt_state)
 
-  return Algorithm(name, init, broadcast, client, server, output)
+  return Algorithm(name, init, common.broadcast, client, server, output)
 
 
 def zero_groups(params) -> jax.Array:

@@ -34,11 +34,7 @@ def perfedavg(model, *, local_steps: int, batch_size: int, hessian_free: bool,
   name = 'perfedavg_hf' if hessian_free else 'perfedavg_fo'
 
   def init(params, *, alpha, beta):
-    return common.ServerState(params, (), common.as_hparams(alpha=alpha, beta=beta),
-                              jnp.zeros((), jnp.int32))
-
-  def broadcast(state):
-    return state.params, state.hparams
+    return common.init_state(params, alpha=alpha, beta=beta)
 
   def client(shared, task, key):
     w0, hp = shared
@@ -58,11 +54,7 @@ def perfedavg(model, *, local_steps: int, batch_size: int, hessian_free: bool,
     w, mean_loss = local.run_steps(step, w0, local_steps, scan_steps)
     return ClientOutput(w, jnp.ones(()), {'loss': mean_loss})
 
-  def server(state, mean_params, metrics):
-    diagnostics = dict(metrics, finite=common.all_finite(mean_params))
-    return state._replace(params=mean_params, round=state.round + 1), diagnostics
-
   def output(state):
     return state.params
 
-  return Algorithm(name, init, broadcast, client, server, output)
+  return Algorithm(name, init, common.broadcast, client, common.averaging_server, output)

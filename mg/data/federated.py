@@ -13,12 +13,14 @@ from mg.data.sources import load
 from mg.data.tasks import FederatedData, federated_arrays
 
 
-def build(cfg, seed: int) -> tuple[FederatedData, Partition, dict]:
+def build(cfg, seed: int, check=None) -> tuple[FederatedData, Partition, dict]:
   """Loads, partitions and stacks the data named by ``config.data``.
 
   Args:
     cfg: the ``config.data`` ConfigDict.
     seed: seed of the partition (the run's seed).
+    check: optional ``check(dataset)`` called between loading and partitioning
+      (e.g. to check a config against the dataset's size); may raise.
 
   Returns:
     ``(data, partition, info)``: the numpy :class:`FederatedData`, the
@@ -29,6 +31,8 @@ def build(cfg, seed: int) -> tuple[FederatedData, Partition, dict]:
     DataError: any bad input (see :func:`mg.data.load`, :func:`partition`).
   """
   dataset = load(cfg)
+  if check is not None:
+    check(dataset)
   part = partition(
       dataset.labels, dataset.num_classes, num_tasks=cfg['num_tasks'],
       classes_per_task=cfg['classes_per_task'],

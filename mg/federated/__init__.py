@@ -1,5 +1,9 @@
-"""Client-side solves and their mapping across sampled tasks."""
+"""Client-side solves, their mapping across sampled tasks, and device sharding."""
 
-from mg.federated.local import local_solve, sample_batch, task_slice
-from mg.federated.mapping import (Algorithm, ClientOutput, STRATEGIES, make_round,
-                                  resolve_strategy)
+from mg.federated.backend import configure
+from mg.federated.local import fused_tasks, local_solve, sample_batch, task_slice
+from mg.federated.mapping import (Algorithm, ClientOutput, NotFusable, Round, SHARDABLE,
+                                  STRATEGIES, TRACEABLE, default_strategy, fallback_strategy,
+                                  make_round, map_clients, resolve_strategy)
+from mg.federated.sharding import (client_mesh, initialize_distributed, place,
+                                   round_mesh)

@@ -12,12 +12,20 @@ row/column (``VALID`` padding), e.g. MNIST 28 -> 14 -> 7 -> 3.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from mg.models import initializers
 
 Params = dict[str, jax.Array]
 
 POOLS = (None, 'max', 'mean')
+
+
+# Up to this many input channels a convolution runs as one matrix product over
+# (kh * kw * C_in)-wide patches: measured ~1.15x faster for a whole CNN-4
+# training step on XLA:CPU (CIFAR-10, batch 64), since a few-channel input is
+# the slow case of the backend's convolution routines; the patches are small.
+PATCH_CONV_MAX_CHANNELS = 4
 
 
 def conv2d(x: jax.Array, params: Params) -> jax.Array:
@@ -30,11 +38,29 @@ def conv2d(x: jax.Array, params: Params) -> jax.Array:
   Returns:
     (B, H, W, C_out) pre-activations.
   """
+  kernel = params['kernel']
+  if kernel.shape[2] <= PATCH_CONV_MAX_CHANNELS:
+    return _patch_conv(x, kernel) + params['bias']
   # One plain convolution op: it is the hot spot of every local solve.
   y = jax.lax.conv_general_dilated(
-      x, params['kernel'], window_strides=(1, 1), padding='SAME',
+      x, kernel, window_strides=(1, 1), padding='SAME',
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   return y + params['bias']
+
+
+def _patch_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """The same ``SAME`` convolution as one matmul over shifted-slice patches.
+
+  Patch channel ``(i * kw + j) * C_in + c`` is input channel ``c`` at offset
+  ``(i, j)``, the row-major order of ``kernel.reshape(kh * kw * C_in, C_out)``.
+  """
+  kh, kw, c_in, c_out = kernel.shape
+  b, h, w, _ = x.shape
+  padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+  patches = jnp.concatenate(
+      [padded[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)], axis=-1)
+  y = patches.reshape(b * h * w, kh * kw * c_in) @ kernel.reshape(kh * kw * c_in, c_out)
+  return y.reshape(b, h, w, c_out)
 
 
 def dense(x: jax.Array, params: Params) -> jax.Array:

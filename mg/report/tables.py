@@ -94,6 +94,15 @@ TABLE2: tuple[Column, ...] = (
     ('Adaptation time (ms)', lambda row, m: _milliseconds(row.get('adapt_time_s'), m), True),
 )
 
+SPEED: tuple[Column, ...] = (
+    ('Method', lambda row, m: display_name(row['method']), False),
+    ('Seconds per round', lambda row, m: _number_or(row.get('seconds_per_round'), m, '.4f'),
+     True),
+    ('Images per second', lambda row, m: _number_or(row.get('images_per_second'), m, ',.0f'),
+     True),
+    ('Compile (s)', lambda row, m: _number_or(row.get('compile_s'), m, '.1f'), True),
+)
+
 TERMINAL: tuple[Column, ...] = (
     ('Method', lambda row, m: display_name(row['method']), False),
     ('Local', lambda row, m: _setting(row.get('local_steps'), m), False),
@@ -106,6 +115,10 @@ TERMINAL: tuple[Column, ...] = (
     ('Adapt (ms)', lambda row, m: _milliseconds(row.get('adapt_time_s'), m), True),
     ('Repeats', lambda row, m: _setting(row.get('repeats'), m), False),
 )
+
+
+def _number_or(value: float | None, missing: str, spec: str) -> str:
+  return missing if value is None else format(value, spec)
 
 
 def table_cells(rows: Sequence[dict], columns: Sequence[Column], missing: str) -> list[list[str]]:
@@ -216,6 +229,11 @@ def results_markdown(rows: Sequence[dict], partition: dict | None,
                'Sparsity: fraction of gated channels off on target query inputs, mean ± std '
                'across target tasks (sparsity diversity). MACs relative to the dense network. '
                'Adaptation time per target (compiled).', '']
+  if any(row.get('seconds_per_round') is not None for row in rows):
+    sections += ['## Speed', '', markdown_table(rows, SPEED), '',
+                 'Median seconds per round after the first (compiled) round; images per '
+                 'second = images read by the local steps of one round / seconds per '
+                 'round; compile: first round minus the median.', '']
   if notes:
     sections += ['## Notes', '', *(f'- {note}' for note in notes), '']
   return '\n'.join(sections)

@@ -1,0 +1,333 @@
+r"""Speed of a federated round per client-mapping strategy, against a roofline.
+
+  python -m experiments.bench --config=configs/cifar10.py
+  python -m experiments.bench --config=configs/mnist.py \
+      --config.data.dir=../shared/data/mnist [--methods=metagater,fedavg]
+
+For each method (default: metagater) it measures one round of the config
+(``meta.tasks_per_round`` tasks, ``K = meta.local_steps`` local steps of
+``meta.batch_size`` images) under every client-mapping strategy
+(``mg.federated.mapping``), then how the time per round grows with the tasks
+per round (``--scale_tasks``) and with ``K`` (``--scale_steps``) under the
+default strategy. Per row:
+
+* ``seconds_per_round``: median over the timed rounds after the first call
+  (each timed round waits for its result);
+* ``compile_seconds``: first call minus that median (tracing + compiling);
+* ``images_per_second``: images the round's local steps read per second,
+  ``tasks x K x images per step x batch`` (Per-FedAvg reads 2 or 3 batches per
+  step), and ``tasks_per_second``;
+* ``roofline_images_per_second``: one jitted training step (``value_and_grad``
+  of the same model's loss, gate noise included, plus an SGD update) at the
+  same batch size, timed in this process in alternation with the rounds so
+  that both see the same machine load; ``ratio`` = round / roofline, and
+  ``best_ratio`` the same from the fastest round and step (on a shared
+  machine, the figure least disturbed by other work);
+* ``peak_memory_bytes``: the round program's memory as compiled by XLA
+  (arguments + outputs + temporaries - aliased), the largest program for
+  ``loop``; on GPU/TPU also the allocator's peak (``device_peak_bytes``).
+
+When the config's dataset is not on this machine (or a row needs more tasks
+than it has), the rows use synthetic inputs of the dataset's shapes, placed on
+the device once, and say so (``data`` column). A table goes to stdout, and
+the last line printed is one JSON object:
+``{"backend", "device", "devices", "notes", "rows": [{"strategy", "model",
+"tasks_per_round", "local_steps", "batch_size", "seconds_per_round",
+"compile_seconds", "images_per_second", "roofline_images_per_second",
+"peak_memory_bytes", ...}]}``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any, Optional
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import config_flags
+
+from mg import data as data_lib
+from mg import methods as methods_lib
+from mg.algorithms import common
+from mg.federated import backend
+from mg.federated import mapping
+from mg.federated import sharding
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config file (configs/*.py).', lock_config=True)
+_METHODS = flags.DEFINE_list('methods', ['metagater'], 'Methods to time.')
+_STRATEGIES = flags.DEFINE_list(
+    'strategies', list(mapping.STRATEGIES), 'Client mappings of the first section.')
+_SCALE_TASKS = flags.DEFINE_list('scale_tasks', ['1', '5', '20', '80'],
+                                 'Tasks per round of the scaling section.')
+_SCALE_STEPS = flags.DEFINE_list('scale_steps', ['1', '2', '5'],
+                                 'Local steps K of the scaling section.')
+_SCALE_STRATEGY = flags.DEFINE_string(
+    'scale_strategy', 'auto', "Mapping of the scaling sections ('auto': the default).")
+_ROUNDS = flags.DEFINE_integer('rounds', 5, 'Timed rounds per row (after the first).')
+_MIN_ROUNDS = flags.DEFINE_integer('min_rounds', 2, 'Timed rounds per row at least.')
+_MAX_SECONDS = flags.DEFINE_float(
+    'max_seconds', 30.0, 'Stop timing a row after this long (min_rounds still run).')
+_SYNTHETIC = flags.DEFINE_bool('synthetic', False, 'Synthetic inputs even if the data exist.')
+_SHARD = flags.DEFINE_bool('shard', True, 'Shard vmap/fused rounds over all devices.')
+_TUNE_CPU = flags.DEFINE_bool(
+    'tune_cpu', True, 'Apply mg.federated.backend.CPU_FLAGS (--notune_cpu: XLA defaults).')
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_tasks(config, force_synthetic: bool):
+  """``(train TaskArrays or None, info, note)`` for the config's dataset."""
+  spec = data_lib.SPECS[config.data.name]
+  info = {'name': spec.name, 'input_shape': spec.input_shape,
+          'num_classes': spec.num_classes}
+  if force_synthetic:
+    return None, info, 'synthetic inputs (--synthetic)'
+  try:
+    fed, _, info = data_lib.build(config.data, config.seed)
+  except Exception as e:  # pylint: disable=broad-except
+    # Any failure to read the dataset (absent files, no download) means: synthetic.
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return None, info, (f'dataset {config.data.name!r} is not on this machine '
+                        f'({first[:160]}); synthetic inputs of its shapes')
+  return fed.train_support, info, f"dataset {info['name']} ({info['num_examples']} images)"
+
+
+def synthetic_tasks(key, num_tasks: int, rows: int, input_shape, num_classes: int):
+  """Random ``TaskArrays`` made on the device (nothing crosses the host)."""
+  @jax.jit
+  def make(key):
+    kx, ky = jax.random.split(key)
+    return data_lib.TaskArrays(
+        x=jax.random.normal(kx, (num_tasks, rows) + tuple(input_shape), jnp.float32),
+        y=jax.random.randint(ky, (num_tasks, rows), 0, num_classes, jnp.int32),
+        mask=jnp.ones((num_tasks, rows), jnp.float32),
+        count=jnp.full((num_tasks,), rows, jnp.int32))
+  return make(key)
+
+
+def synthetic_rows(config) -> int:
+  """Rows per synthetic task: a minibatch reads 4 x batch rows' worth of choice.
+
+  With minibatches the round's work does not depend on the task size; full
+  batch (``batch_size == 0``) reads every row, so it uses ``max_samples``.
+  """
+  batch = config.meta.batch_size
+  return config.data.max_samples if batch == 0 else min(config.data.max_samples, 4 * batch)
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def _block(tree):
+  jax.block_until_ready(tree)
+  return tree
+
+
+def roofline_step(model, batch_size: int, tau: float):
+  """One jitted training step (value_and_grad + SGD) at ``batch_size``."""
+  loss = common.task_loss(model, tau)
+  shape = (batch_size,) + tuple(model.input_shape)
+
+  @jax.jit
+  def make_batch(key):
+    x = jax.random.normal(key, shape, jnp.float32)
+    y = jax.random.randint(key, (batch_size,), 0, model.num_classes, jnp.int32)
+    return x, y, jnp.ones((batch_size,), jnp.float32)
+
+  @jax.jit
+  def step(params, batch, key):
+    value, grads = jax.value_and_grad(loss)(params, batch, key)
+    return jax.tree.map(lambda p, g: p - 0.01 * g, params, grads), value
+
+  return step, make_batch
+
+
+def memory_bytes(round_fn, state, data, key) -> Optional[int]:
+  """XLA's memory of the round's largest compiled program (cached compile)."""
+  best = None
+  programs = round_fn.programs()
+  args = {'round': (state, data, key)}
+  if 'accumulate' in programs:
+    # The per-task program dominates a loop round; its arguments are abstract.
+    shared = jax.eval_shape(programs['broadcast'], state)
+    task_id = jax.ShapeDtypeStruct((), jnp.int32)
+    acc = jax.eval_shape(programs['start'], shared, data, task_id, key)
+    args = {'accumulate': (acc, shared, data, task_id, key)}
+  for name, a in args.items():
+    try:
+      stats = programs[name].lower(*a).compile().memory_analysis()
+    except Exception:  # pylint: disable=broad-except
+      return None
+    if stats is None:
+      return None
+    total = (stats.argument_size_in_bytes + stats.output_size_in_bytes
+             + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+    best = total if best is None else max(best, total)
+  return int(best)
+
+
+def device_peak_bytes() -> Optional[int]:
+  stats = jax.local_devices()[0].memory_stats()
+  return None if not stats else stats.get('peak_bytes_in_use')
+
+
+def time_row(round_fn, state, data, key, step, step_args, steps_per_burst: int) -> dict:
+  """Compile, then alternate timed rounds with bursts of roofline steps.
+
+  Alternating makes both see the same machine load. Besides the medians,
+  the fastest round and step (``best_*``) are kept: on a shared machine they
+  are the figures least disturbed by other work.
+  """
+  start = time.perf_counter()
+  _block(round_fn(state, data, key))
+  first = time.perf_counter() - start
+  params, batch, step_key = step_args
+  _block(step(params, batch, step_key))
+  round_times, step_times = [], []
+  budget_start = time.perf_counter()
+  for t in range(_ROUNDS.value):
+    if t >= _MIN_ROUNDS.value and time.perf_counter() - budget_start > _MAX_SECONDS.value:
+      break
+    start = time.perf_counter()
+    _block(round_fn(state, data, jax.random.fold_in(key, t + 1)))
+    round_times.append(time.perf_counter() - start)
+    for _ in range(steps_per_burst):
+      start = time.perf_counter()
+      params, _ = _block(step(params, batch, step_key))
+      step_times.append(time.perf_counter() - start)
+  seconds = statistics.median(round_times)
+  return dict(seconds=seconds, compile=max(first - seconds, 0.0),
+              step=statistics.median(step_times), best=min(round_times),
+              best_step=min(step_times), rounds=len(round_times))
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+def bench_row(config, name, info, real_tasks, strategy, section, rooflines):
+  """Measures one (method, strategy, tasks, K) row; returns its dict."""
+  meta = config.meta
+  method = methods_lib.build(name, config, info)
+  if method.algorithm is None:
+    raise app.UsageError(f'{name} trains nothing of its own; bench its backbone method')
+  tasks = meta.tasks_per_round
+  backend = jax.default_backend()
+  devices = jax.device_count()
+  resolved = mapping.resolve_strategy(strategy, config.model.name, meta.local_steps,
+                                      devices=devices if _SHARD.value else 1)
+  mesh = sharding.round_mesh(_SHARD.value) if resolved in mapping.SHARDABLE else None
+  key = jax.random.key(config.seed)
+  if real_tasks is not None and real_tasks.count.shape[0] >= tasks:
+    data, source = real_tasks, config.data.name
+  else:
+    rows = synthetic_rows(config)
+    data = synthetic_tasks(jax.random.fold_in(key, 7), max(tasks, 1), rows,
+                           info['input_shape'], info['num_classes'])
+    source = 'synthetic'
+  data = sharding.place(data, mesh)
+  num_tasks = int(data.count.shape[0])
+  batch = meta.batch_size or int(data.x.shape[1])
+  round_fn = mapping.make_round(
+      method.algorithm, num_tasks=num_tasks, tasks_per_round=tasks, strategy=resolved,
+      mesh=mesh, fallback=mapping.fallback_strategy(
+          backend, config.model.name, devices=sharding.num_shards(mesh)))
+  state = sharding.place(
+      method.algorithm.init(method.model.init(jax.random.key(0)), **method.hparams), mesh)
+
+  roof_key = (method.model, batch)
+  if roof_key not in rooflines:
+    step, make_batch = roofline_step(method.model, batch, config.model.tau)
+    params = method.model.init(jax.random.key(1))
+    rooflines[roof_key] = (step, (params, make_batch(jax.random.key(2)), jax.random.key(3)))
+  step, step_args = rooflines[roof_key]
+  images = tasks * meta.local_steps * method.images_per_step * batch
+  burst = int(min(max(images // batch, 1), 20))
+  t = time_row(round_fn, state, data, key, step, step_args, burst)
+  roofline = batch / t['step']
+  row = dict(
+      section=section, method=name, strategy=strategy, mapping=round_fn.mapping,
+      model=config.model.name, tasks_per_round=tasks, local_steps=meta.local_steps,
+      batch_size=batch, seconds_per_round=t['seconds'], compile_seconds=t['compile'],
+      images_per_round=images, images_per_second=images / t['seconds'],
+      tasks_per_second=tasks / t['seconds'], roofline_images_per_second=roofline,
+      ratio=images / t['seconds'] / roofline,
+      best_seconds_per_round=t['best'],
+      best_roofline_images_per_second=batch / t['best_step'],
+      best_ratio=images / t['best'] / (batch / t['best_step']),
+      peak_memory_bytes=memory_bytes(round_fn, state, data, key),
+      device_peak_bytes=device_peak_bytes(), rounds_timed=t['rounds'], data=source,
+      devices=sharding.num_shards(mesh), note=round_fn.note)
+  print(_format_row(row), flush=True)
+  return row
+
+
+def _with(config, **meta_fields):
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    for field, value in meta_fields.items():
+      config.meta[field] = value
+  return config
+
+
+def _format_row(r) -> str:
+  mem = '-' if r['peak_memory_bytes'] is None else f"{r['peak_memory_bytes'] / 2**20:.0f}"
+  return (f"| {r['section']:10s} | {r['method']:12s} | {r['strategy']:7s} | "
+          f"{r['mapping'] or '-':7s} | {r['tasks_per_round']:5d} | {r['local_steps']:2d} | "
+          f"{r['batch_size']:5d} | {r['seconds_per_round']:9.4f} | "
+          f"{r['compile_seconds']:8.2f} | {r['images_per_second']:10.0f} | "
+          f"{r['tasks_per_second']:8.2f} | {r['roofline_images_per_second']:10.0f} | "
+          f"{r['ratio']:5.2f} | {r['best_ratio']:5.2f} | {mem:>7s} | {r['data']} |")
+
+
+HEADER = ('| section    | method       | asked   | ran     | tasks |  K | batch | '
+          's/round   | compile  | img/s      | tasks/s  | roof img/s | ratio | best  | '
+          'mem MiB | data |\n' + '|' + '---|' * 16)
+
+
+def run_bench(config) -> dict:
+  """Every row of the benchmark; returns the final JSON object."""
+  real_tasks, info, data_note = load_tasks(config, _SYNTHETIC.value)
+  device = jax.local_devices()[0]
+  notes = [data_note, f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"]
+  print(f'backend {jax.default_backend()}, device {device.device_kind}, '
+        f'{jax.device_count()} device(s); {data_note}', flush=True)
+  print(HEADER, flush=True)
+  rows, rooflines = [], {}
+  for name in _METHODS.value:
+    for strategy in _STRATEGIES.value:
+      rows.append(bench_row(config, name, info, real_tasks, strategy, 'strategy',
+                            rooflines))
+    for tasks in map(int, _SCALE_TASKS.value):
+      rows.append(bench_row(_with(config, tasks_per_round=tasks), name, info, real_tasks,
+                            _SCALE_STRATEGY.value, 'tasks', rooflines))
+    for steps in map(int, _SCALE_STEPS.value):
+      rows.append(bench_row(_with(config, local_steps=steps), name, info, real_tasks,
+                            _SCALE_STRATEGY.value, 'steps', rooflines))
+  return {'backend': jax.default_backend(), 'device': device.device_kind,
+          'devices': jax.device_count(), 'notes': notes, 'rows': rows}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  for strategy in _STRATEGIES.value + [_SCALE_STRATEGY.value]:
+    if strategy != 'auto' and strategy not in mapping.STRATEGIES:
+      raise app.UsageError(f'unknown strategy {strategy!r}; expected {mapping.STRATEGIES}')
+  backend.configure(tune_cpu=_TUNE_CPU.value)
+  result = run_bench(_CONFIG.value)
+  sys.stdout.write(json.dumps(result) + '\n')
+
+
+if __name__ == '__main__':
+  flags.mark_flag_as_required('config')
+  app.run(main)

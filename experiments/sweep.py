@@ -1,0 +1,73 @@
+r"""Runs a hyperparameter sweep: many configurations in one compiled program.
+
+  python -m experiments.sweep --config=configs/digits.py \
+      --sweep=configs/sweeps/digits.py [--workdir=DIR] [--config.meta.rounds=50 ...]
+
+The sweep file (format: ``mg/sweep/spec.py``) lists the values of the traced
+hyperparameters and the seeds; everything else comes from ``--config``. Writes
+``sweep.json``, ``sweep.md`` and ``sweep_<field>.png`` to the workdir.
+
+  python -m experiments.sweep --config=configs/digits.py \
+      --sweep=configs/sweeps/digits.py:bench --config.meta.rounds=30 --bench
+
+times the batched sweep against the same configurations run one after another
+in this process, and prints the wall times, their ratio and a JSON line.
+"""
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from mg import config as config_lib
+from mg import data as data_lib
+from mg import run as run_lib
+from mg import sweep as sweep_lib
+from mg.report import serialize
+from mg.sweep import bench as bench_lib
+from mg.sweep import runner as runner_lib
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config file (configs/*.py).', lock_config=True)
+_SWEEP = flags.DEFINE_string(
+    'sweep', None, 'Sweep file (configs/sweeps/*.py), optionally file.py:variant.')
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Folder for results; default: a fresh folder under runs/.')
+_BENCH = flags.DEFINE_bool(
+    'bench', False, 'Time the batched sweep against sequential single runs instead.')
+_BENCH_REPEATS = flags.DEFINE_integer(
+    'bench_repeats', 2, 'Benchmark repetitions (the first includes compilation).')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  config = _CONFIG.value
+  config_name = os.path.splitext(os.path.basename(flags.FLAGS['config'].config_filename))[0]
+  sweep_name = os.path.splitext(os.path.basename(_SWEEP.value.partition(':')[0]))[0]
+  variant = _SWEEP.value.partition(':')[2]
+  title = f"sweep {sweep_name}{':' + variant if variant else ''} of {config_name}"
+  workdir = _WORKDIR.value or run_lib.default_workdir(
+      f"sweep-{sweep_name}{'-bench' if _BENCH.value else ''}")
+  print(f'workdir: {workdir}', flush=True)
+  try:
+    config_lib.validate(config)
+    members = sweep_lib.members(sweep_lib.load(_SWEEP.value), config)
+    if not _BENCH.value:
+      sweep_lib.run_sweep(config, members, workdir, title=title)
+      return
+    setup = runner_lib.SweepSetup(config, [m.seed for m in members])
+    figures = bench_lib.bench(setup, members, repeats=_BENCH_REPEATS.value)
+    serialize.atomic_write_text(os.path.join(workdir, 'bench.json'),
+                                json.dumps(dict(figures, title=title), indent=2) + '\n')
+  except (sweep_lib.SweepError, config_lib.ConfigError, data_lib.DataError) as e:
+    sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+  flags.mark_flag_as_required('config')
+  flags.mark_flag_as_required('sweep')
+  app.run(main)

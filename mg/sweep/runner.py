@@ -1,0 +1,176 @@
+"""A whole sweep: data per seed, one batched program per method, the report.
+
+``run_sweep(config, members, workdir)`` is what ``python -m experiments.sweep``
+calls. For every seed it builds the data partition a single run with that seed
+builds (``mg.data.build(config.data, seed)``); the seeds' data go to the
+devices once, stacked, and every method whose members use the same seeds reads
+the same copy. Each method's members are then trained and evaluated together
+(``mg.sweep.program``), and ``mg.sweep.results`` writes the report.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Sequence
+
+import jax
+
+from mg import data as data_lib
+from mg import methods as methods_lib
+from mg import report
+from mg.federated import mapping
+from mg.sweep import program as program_lib
+from mg.sweep import results as results_lib
+from mg.sweep import spec as spec_lib
+
+
+class SweepSetup:
+  """The data of each seed (host and, lazily, stacked on the devices)."""
+
+  def __init__(self, config, seeds: Sequence[int], devices=None, verbose=True):
+    self.config = config
+    self.feds, self.info, self.partitions = {}, None, {}
+    for seed in dict.fromkeys(seeds):
+      fed, partition, info = data_lib.build(config.data, seed)
+      if verbose:
+        print(data_lib.describe(partition), flush=True)
+      self.feds[seed], self.partitions[seed], self.info = fed, partition, info
+    self.devices = list(devices or jax.devices())
+    self.shardings = program_lib.shardings(self.devices)
+    self.num_train = int(next(iter(self.feds.values())).train_support.count.shape[0])
+    self.num_targets = int(next(iter(self.feds.values())).target_support.count.shape[0])
+    self.strategy = mapping.resolve_strategy(config.meta.mapping, config.model.name)
+    self._stacked = {}
+
+  def data(self, seeds: tuple) -> program_lib.SweepData:
+    """The stacked data of ``seeds`` on the devices, shared by every caller."""
+    if seeds not in self._stacked:
+      stacked = program_lib.stack_data([self.feds[s] for s in seeds])
+      self._stacked[seeds] = jax.device_put(stacked, self.shardings.replicated)
+    return self._stacked[seeds]
+
+
+def build_method(config, info, name: str, members: Sequence[spec_lib.Member]):
+  """The method (base config) and each member's ``algorithm.init`` kwargs and adapt lr."""
+  method = methods_lib.build(name, config, info)
+  hparams, lrs, values = [], [], []
+  for member in members:
+    member_config = spec_lib.member_config(config, member)
+    hparams.append(methods_lib.build(name, member_config, info).hparams)
+    lrs.append(member_config.adapt.lr)
+    values.append({f: spec_lib.config_value(member_config, f)
+                   for f in spec_lib.TRACED_FIELDS[name]})
+  return method, hparams, lrs, values
+
+
+def run_method(setup: SweepSetup, name: str, members: Sequence[spec_lib.Member],
+               progress: bool = False, programs: dict | None = None):
+  """Trains and evaluates one method's members together.
+
+  ``programs`` (method name -> ``Program``) keeps compiled programs across calls.
+
+  Returns:
+    ``(rows, timing)``: one result row per member (in order) and
+    ``{'seconds', 'first_round_s', 'members', 'slots'}``.
+  """
+  config = setup.config
+  start = time.perf_counter()
+  method, hparams, lrs, values = build_method(config, setup.info, name, members)
+  seeds = [m.seed for m in members]
+  lay = program_lib.layout(seeds, len(setup.devices))
+  programs = {} if programs is None else programs
+  if name not in programs:
+    programs[name] = program_lib.build_program(
+        method, num_train=setup.num_train, tasks_per_round=config.meta.tasks_per_round,
+        num_targets=setup.num_targets, strategy=setup.strategy)
+  program = programs[name]
+  start_members = program_lib.init_members(method, hparams, lrs, seeds, lay,
+                                           setup.shardings.members)
+  bar = report.progress(config.meta.rounds, f'{name} ({len(members)} members)',
+                        enabled=progress)
+  marks = {}
+
+  def on_round(t):
+    if t == 1:
+      marks['first'] = time.perf_counter()
+    bar.update(1)
+
+  trace = program_lib.train(program, start_members, setup.data(lay.seeds),
+                            rounds=config.meta.rounds, eval_every=config.eval_every,
+                            on_round=on_round)
+  bar.close()
+  seconds = time.perf_counter() - start
+  gated = bool(method.model.gated_layers)
+  rows = [member_row(trace, lay.first_slot[i], m, values[i], gated)
+          for i, m in enumerate(members)]
+  timing = dict(seconds=seconds, first_round_s=marks.get('first', start) - start,
+                members=len(members), slots=int(lay.slots.size))
+  return rows, timing
+
+
+def member_row(trace: program_lib.Trace, slot, member: spec_lib.Member, hparams: dict,
+               gated: bool) -> dict:
+  """A member's result row from the trace (its slot ``(g, m)``)."""
+  g, m = slot
+  diverged_round = int(trace.diverged_round[g, m])
+  diverged = diverged_round > 0
+  rounds = [t for t in trace.eval_rounds if not diverged or t < diverged_round]
+  accuracy = trace.accuracy[:len(rounds), g, m]        # (E', targets)
+  sparsity = trace.sparsity[:len(rounds), g, m]
+  losses = trace.losses[:, g, m]
+  row = dict(method=member.method, hparams=hparams, seed=member.seed,
+             diverged=diverged, diverged_round=diverged_round if diverged else None,
+             accuracy=None, target_accuracy=[], sparsity=None, target_sparsity=None,
+             macs_ratio=None,
+             curve={'round': rounds, 'accuracy': accuracy.mean(-1).tolist(),
+                    'sparsity': sparsity.mean(-1).tolist() if gated else None},
+             losses=[results_lib.finite_or_none(x) for x in losses])
+  if not diverged:
+    row.update(accuracy=float(accuracy[-1].mean()), target_accuracy=accuracy[-1].tolist())
+    if gated:
+      row.update(sparsity=float(sparsity[-1].mean()), target_sparsity=sparsity[-1].tolist(),
+                 macs_ratio=float(trace.macs_ratio[len(rounds) - 1, g, m].mean()))
+  return row
+
+
+def run_sweep(config, members: Sequence[spec_lib.Member], workdir: str, *,
+              title: str = 'sweep', devices=None) -> dict:
+  """Runs every member of a sweep and writes the report to ``workdir``.
+
+  Args:
+    config: the base experiment config (what is not swept).
+    members: from ``mg.sweep.spec.members``.
+    workdir: folder for ``sweep.json``, ``sweep.md`` and the plots.
+    title: the report's title.
+    devices: devices to shard the members over (default: all).
+
+  Returns:
+    The contents of ``sweep.json``.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  setup = SweepSetup(config, [m.seed for m in members], devices)
+  print(f"backend {jax.default_backend()} ({len(setup.devices)} device(s)), client "
+        f"mapping '{setup.strategy}', {len(members)} members", flush=True)
+  rows, timings = [None] * len(members), {}
+  for name in dict.fromkeys(m.method for m in members):
+    index = [i for i, m in enumerate(members) if m.method == name]
+    method_rows, timings[name] = run_method(setup, name, [members[i] for i in index],
+                                            progress=config.progress)
+    for i, row in zip(index, method_rows):
+      rows[i] = row
+    done = sum(not r['diverged'] for r in method_rows)
+    print(f"{name}: {len(index)} members in {timings[name]['seconds']:.1f} s "
+          f"({done} finished, {len(index) - done} diverged)", flush=True)
+  fields = spec_lib.swept_fields(members, config)
+  extra = dict(title=title, dataset=setup.info, backend=jax.default_backend(),
+               devices=len(setup.devices), rounds=config.meta.rounds,
+               eval_every=config.eval_every, timing=timings,
+               partitions={s: p.stats() for s, p in setup.partitions.items()})
+  text = results_lib.write(workdir, rows, fields, title=title, extra=extra)
+  print(text, flush=True)
+  print(f'sweep written to {workdir}', flush=True)
+  return dict(extra, fields=list(fields), rows=rows,
+              best=results_lib.best_per_method(rows))

@@ -1,0 +1,206 @@
+"""Batched sweeps: a member equals its single run, divergence stays per member,
+sharding the members changes nothing, and bad sweep files fail in one line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mg import sweep
+from mg.sweep import program
+from mg.sweep import spec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Seed 1 twice (one member diverges next to a healthy one), seed 0 once: two
+# seed groups, one padded.
+MEMBERS = {'method': 'metagater', 'members': [
+    {'meta.beta': 0.5, 'adapt.lr': 0.1, 'seed': 1},
+    {'meta.local_lr': 1e30, 'seed': 1},
+    {'meta.rho': 0.1, 'seed': 0},
+]}
+SHARDED = r"""
+import json, sys
+import jax
+from configs import test
+from mg import sweep
+config = test.get_config()
+assert jax.device_count() == 4, jax.devices()
+out = sweep.run_sweep(config, sweep.members(json.loads(sys.argv[1]), config), sys.argv[2])
+print('ROWS=' + json.dumps(out['rows']))
+"""
+
+
+def _env(**extra):
+  return dict(os.environ, JAX_PLATFORMS='cpu', **extra)
+
+
+@pytest.fixture(scope='module')
+def sharded_proc(tmp_path_factory):
+  """The same sweep with its members sharded over 4 (host) devices, started early."""
+  workdir = tmp_path_factory.mktemp('sharded')
+  env = _env(XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  proc = subprocess.Popen([sys.executable, '-c', SHARDED, json.dumps(MEMBERS), str(workdir)],
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  yield proc
+  if proc.poll() is None:
+    proc.kill()
+
+
+@pytest.fixture(scope='module')
+def swept(test_config, tmp_path_factory, sharded_proc):
+  del sharded_proc  # started first, so that it runs alongside
+  workdir = tmp_path_factory.mktemp('sweep')
+  out = sweep.run_sweep(test_config, sweep.members(MEMBERS, test_config), str(workdir))
+  return out, workdir
+
+
+def test_member_equals_single_run(swept, test_config, tmp_path):
+  from mg import run as run_lib
+  out, _ = swept
+  single = test_config.copy_and_resolve_references()
+  single.seed, single.meta.beta, single.adapt.lr = 1, 0.5, 0.1
+  single.methods = ('metagater',)
+  expected = run_lib.run(single, str(tmp_path / 'single'))['rows'][0]
+  member = out['rows'][0]
+  assert member['seed'] == 1 and member['hparams']['meta.beta'] == 0.5
+  assert member['hparams']['adapt.lr'] == pytest.approx(0.1)
+  np.testing.assert_allclose(member['target_accuracy'], expected['target_accuracy'],
+                             atol=1e-6)
+  np.testing.assert_allclose(member['target_sparsity'], expected['target_sparsity'],
+                             atol=1e-5)
+  assert member['accuracy'] == pytest.approx(expected['accuracy_mean'], abs=1e-6)
+  assert member['sparsity'] == pytest.approx(expected['sparsity_mean'], abs=1e-5)
+  assert not member['diverged']
+
+
+def test_diverged_member_is_reported_and_isolated(swept):
+  out, workdir = swept
+  healthy, nan, other = out['rows']
+  assert nan['diverged'] and nan['diverged_round'] in (1, 2)
+  assert nan['accuracy'] is None and nan['target_accuracy'] == []
+  assert nan['losses'][nan['diverged_round'] - 1] is None
+  for row in (healthy, other):
+    assert not row['diverged'] and 0.0 <= row['accuracy'] <= 1.0
+    assert all(np.isfinite(row['losses']))
+    assert row['curve']['round'] == [1, 2]
+  on_disk = json.loads((workdir / 'sweep.json').read_text())
+  assert [r['diverged'] for r in on_disk['rows']] == [False, True, False]
+  assert on_disk['best']['metagater']['hparams']['meta.local_lr'] == 0.05
+  assert f"diverged (round {nan['diverged_round']})" in (workdir / 'sweep.md').read_text()
+  assert set(on_disk['fields']) == {'meta.beta', 'meta.local_lr', 'meta.rho', 'adapt.lr',
+                                    'seed'}
+  for field in ('meta_beta', 'meta_local_lr', 'meta_rho', 'adapt_lr'):
+    assert (workdir / f'sweep_{field}.png').stat().st_size > 0
+
+
+def test_sharded_sweep_equals_unsharded(swept, sharded_proc):
+  out, _ = swept
+  stdout, stderr = sharded_proc.communicate(timeout=600)
+  assert sharded_proc.returncode == 0, stderr[-3000:]
+  assert "4 device(s)" in stdout
+  rows = json.loads(next(l for l in stdout.splitlines() if l.startswith('ROWS='))[5:])
+  assert len(rows) == len(out['rows'])
+  for got, want in zip(rows, out['rows']):
+    assert got['diverged'] == want['diverged']
+    assert got['diverged_round'] == want['diverged_round']
+    if not want['diverged']:
+      np.testing.assert_allclose(got['target_accuracy'], want['target_accuracy'], atol=1e-6)
+      np.testing.assert_allclose(got['target_sparsity'], want['target_sparsity'], atol=1e-5)
+      np.testing.assert_allclose(got['losses'], want['losses'], rtol=1e-5)
+
+
+def test_layout_groups_by_seed_and_pads_to_devices():
+  lay = program.layout([3, 3, 0, 3], num_devices=2)
+  assert lay.seeds == (3, 0)
+  np.testing.assert_array_equal(lay.slots, [[0, 1, 3, 3], [2, 2, 2, 2]])
+  assert lay.first_slot == {0: (0, 0), 1: (0, 1), 3: (0, 2), 2: (1, 0)}
+
+
+def test_grid_expands_fields_then_seeds(test_config):
+  members = sweep.members([
+      {'method': 'metagater', 'grid': {'meta.beta': [0.5, 1], 'meta.rho': [0.0, 0.1]},
+       'seeds': [4, 5]},
+      {'method': ['fedavg', 'perfedavg_fo'], 'grid': {'adapt.lr': [0.2], 'seed': [7]}},
+  ], test_config)
+  assert len(members) == 10
+  assert members[0] == spec.Member('metagater', {'meta.beta': 0.5, 'meta.rho': 0.0}, 4)
+  assert members[1].seed == 5 and members[2].values == {'meta.beta': 0.5, 'meta.rho': 0.1}
+  assert [m.method for m in members[8:]] == ['fedavg', 'perfedavg_fo']
+  assert all(m.seed == 7 for m in members[8:])
+  config = spec.member_config(test_config, members[3])
+  assert (config.seed, config.meta.beta, config.meta.rho) == (5, 0.5, 0.1)
+  assert spec.swept_fields(members, test_config) == ('meta.beta', 'meta.rho', 'adapt.lr',
+                                                     'seed')
+
+
+@pytest.mark.parametrize('sweep_spec, message', [
+    ({'method': 'metagater', 'grid': {'meta.betta': [1.0]}},
+     "unknown field 'meta.betta' for metagater; fields that can vary: meta.lam"),
+    ({'method': 'fedavg', 'grid': {'meta.rho': [0.1]}},
+     "field 'meta.rho' cannot vary in a sweep of fedavg"),
+    ({'method': 'metagater', 'grid': {'meta.rounds': [3]}},
+     "--config.meta.rounds=..."),
+    ({'method': 'metagater', 'grid': {'meta.beta': ['big']}},
+     "meta.beta: value 'big' is not a number"),
+    ({'method': 'metagater', 'grid': {'meta.beta': [True]}}, 'is not a number'),
+    ({'method': 'metagater', 'grid': {'meta.beta': [float('nan')]}}, 'is not finite'),
+    ({'method': 'metagater', 'grid': {}}, 'the grid is empty'),
+    ({'method': 'metagater', 'grid': {'meta.beta': []}}, "grid field 'meta.beta' has no values"),
+    ({'method': 'metagater', 'members': []}, "'members' must be a non-empty list"),
+    ({'method': 'metagater'}, "exactly one of 'grid'"),
+    ({'method': 'metasnip', 'grid': {'adapt.lr': [0.1]}}, 'sweep metagater_nogate instead'),
+    ({'method': 'fedavgg', 'grid': {'adapt.lr': [0.1]}}, "unknown method 'fedavgg'"),
+    ({'method': 'fedavg', 'grid': {'adapt.lr': [0.1]}, 'seeds': [-1]}, 'is not a seed'),
+    ({'method': 'fedavg', 'grid': {'adapt.lr': [0.1]}, 'sed': [1]}, "unknown key 'sed'"),
+    ({'method': 'fedavg', 'grid': {'meta.local_lr': [-0.1]}},
+     'member fedavg(meta.local_lr=-0.1, seed=0): meta.local_lr=-0.1: expected a number > 0'),
+    ([], 'non-empty list'),
+])
+def test_bad_sweep_raises_one_clear_error(test_config, sweep_spec, message):
+  with pytest.raises(sweep.SweepError) as info:
+    sweep.members(sweep_spec, test_config)
+  assert message in str(info.value)
+  assert '\n' not in str(info.value)
+
+
+@pytest.mark.parametrize('body, message', [
+    ("{'method': 'metagater', 'grid': {'meta.gamma': [1.0]}}", "unknown field 'meta.gamma'"),
+    ("{'method': 'metagater', 'grid': {'meta.beta': [1.0, 'x']}}", "value 'x' is not a number"),
+    ("{'method': 'metagater', 'grid': {}}", 'the grid is empty'),
+])
+def test_cli_bad_sweep_file_one_line_error(tmp_path, body, message):
+  path = tmp_path / 'bad_sweep.py'
+  path.write_text(f'def get_sweep():\n  return {body}\n')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.sweep', '--config=configs/test.py',
+       f'--sweep={path}', f'--workdir={tmp_path / "out"}'],
+      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1
+  assert message in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines()[-1].startswith('error: ')
+
+
+def test_load_reports_missing_file_and_function(tmp_path):
+  with pytest.raises(sweep.SweepError, match='does not exist'):
+    sweep.load(str(tmp_path / 'nope.py'))
+  path = tmp_path / 'empty.py'
+  path.write_text('X = 1\n')
+  with pytest.raises(sweep.SweepError, match='defines no get_sweep'):
+    sweep.load(str(path))
+  path.write_text("def get_sweep(variant='a'):\n  return {'v': variant}\n")
+  assert sweep.load(f'{path}:b') == {'v': 'b'}
+
+
+def test_sweep_files_of_the_configs_expand(test_config):
+  from configs import cifar10, digits, mnist
+  for config, name, count in ((digits, 'digits.py:bench', 16), (digits, 'digits.py', None),
+                              (mnist, 'mnist.py', None), (cifar10, 'cifar10.py', None)):
+    members = sweep.members(sweep.load(os.path.join(ROOT, 'configs', 'sweeps', name)),
+                            config.get_config())
+    assert count is None or len(members) == count
+    assert len({(m.method, tuple(sorted(m.values.items())), m.seed) for m in members}) \
+        == len(members), name
