@@ -6,9 +6,16 @@ Reproduces the structure of the paper's MNIST/CIFAR-10 comparison (Tables 1-2,
 Fig. 4) on the 1,797 8x8 UCI digits that ship inside scikit-learn, so it runs
 anywhere without a download: 20 tasks (nodes) of 2 classes and 40-100 images
 each, 15 meta-training tasks (5 sampled per round) and 5 target tasks; CNN-4
-with a channel gate at conv3; 5 local steps per round.
+with a channel gate at conv3; 50 rounds of 5 local steps; 5 repeats.
+Hyperparameters chosen with ``configs/sweeps/digits.py`` (MetaGater's beta x
+rho, FedAvg's and Per-FedAvg's step sizes; 2 seeds, 50 rounds).
 
-Expected (measured; see README "Results"): filled in from the run quoted there.
+Expected (measured with the command above, 2-core x86-64 CPU shared with
+other jobs, 6.5 minutes): target accuracy after one-step adaptation, mean +- std
+over 5 repeats: FedAvg 91.6 +- 5.0, Per-FedAvg FO 91.4 +- 3.2, HF 92.3 +- 2.6,
+MetaGater w/o gating 95.8 +- 2.0, MetaGater 97.7 +- 2.1 at 55% channel sparsity
+(+- 6.9 across targets; 74% of dense MACs), MetaGater with alpha_t = 1 91.7,
+MetaSNIP 95.8 at the same sparsity (+- 3.0 across targets).
 """
 
 from configs import common
@@ -35,4 +42,5 @@ def get_config():
   config.perfedavg.beta = 0.1
   config.eval_every = 10
   config.repeats = 5
+  config.meta.compare_unaccelerated = True  # also alpha_t = 1: loss.png, curves.png
   return config
