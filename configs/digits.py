@@ -40,7 +40,7 @@ def get_config():
   config.meta.rho = 0.03
   config.perfedavg.alpha = 0.01
   config.perfedavg.beta = 0.1
-  config.eval_every = 10
+  config.eval_every = 5
   config.repeats = 5
   config.meta.compare_unaccelerated = True  # also alpha_t = 1: loss.png, curves.png
   return config

@@ -1,17 +1,9 @@
 """Checks of the config.data fields (mg.data.validate)."""
 
-import ml_collections
 import pytest
 
 import mg.data
-
-
-def data_config(**overrides) -> ml_collections.ConfigDict:
-  fields = dict(source='auto', name='digits', dir=None, split='all',
-                num_tasks=6, num_targets=2, classes_per_task=2,
-                min_samples=20, max_samples=40, query_fraction=0.5)
-  fields.update(overrides)
-  return ml_collections.ConfigDict(fields)
+from data_helpers import data_config
 
 
 @pytest.mark.parametrize('overrides, message', [

@@ -6,24 +6,16 @@ import struct
 import time
 from pathlib import Path
 
-import ml_collections
 import numpy as np
 import pytest
 
 import mg.data
+from data_helpers import data_config
 from mg.data import raw
 
 # The real MNIST test set, in ../shared beside the repository.
 SHARED_MNIST = (Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
                 / 'mnist')
-
-
-def data_config(**overrides) -> ml_collections.ConfigDict:
-  fields = dict(source='auto', name='digits', dir=None, split='all',
-                num_tasks=6, num_targets=2, classes_per_task=2,
-                min_samples=20, max_samples=40, query_fraction=0.5)
-  fields.update(overrides)
-  return ml_collections.ConfigDict(fields)
 
 
 def write_idx(path: Path, array: np.ndarray, *, gz: bool = True,

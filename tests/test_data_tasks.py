@@ -4,19 +4,11 @@ import json
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 import mg.data
-
-
-def data_config(**overrides) -> ml_collections.ConfigDict:
-  fields = dict(source='auto', name='digits', dir=None, split='all',
-                num_tasks=6, num_targets=2, classes_per_task=2,
-                min_samples=20, max_samples=40, query_fraction=0.5)
-  fields.update(overrides)
-  return ml_collections.ConfigDict(fields)
+from data_helpers import data_config
 
 
 def test_task_arrays_pad_after_rows():

@@ -38,6 +38,17 @@ def _floats(values, name: str) -> np.ndarray:
   return array
 
 
+def _finish_rounds_plot(figure, axes, path, ylabel: str, title: str | None):
+  """Labels, grid, legend and title of a per-round plot; writes the PNG."""
+  axes.set_xlabel('Communication round')
+  axes.set_ylabel(ylabel)
+  axes.grid(alpha=0.3)
+  axes.legend()
+  if title:
+    axes.set_title(title)
+  return _save_png(figure, path)
+
+
 def plot_curves(
     path: str | os.PathLike,
     curves: Mapping[str, Mapping[str, Sequence[float]]],
@@ -74,13 +85,7 @@ def plot_curves(
         raise ValueError(f'{method}: {len(rounds)} rounds but {len(std)} stds')
       axes.fill_between(rounds, mean - std, mean + std, color=line.get_color(),
                         alpha=0.2, linewidth=0)
-  axes.set_xlabel('Communication round')
-  axes.set_ylabel('Accuracy (%)')
-  axes.grid(alpha=0.3)
-  axes.legend()
-  if title:
-    axes.set_title(title)
-  return _save_png(figure, path)
+  return _finish_rounds_plot(figure, axes, path, 'Accuracy (%)', title)
 
 
 def plot_sparsity(
@@ -159,11 +164,5 @@ def plot_losses(
     (line,) = axes.plot(rounds[window - 1:], averaged, label=display_name(method))
     if window > 1:
       axes.plot(rounds, values, color=line.get_color(), alpha=0.25, linewidth=0.8)
-  axes.set_xlabel('Communication round')
-  axes.set_ylabel('Mean local training loss')
   axes.set_yscale('log')
-  axes.grid(alpha=0.3)
-  axes.legend()
-  if title:
-    axes.set_title(title)
-  return _save_png(figure, path)
+  return _finish_rounds_plot(figure, axes, path, 'Mean local training loss', title)
