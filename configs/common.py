@@ -79,6 +79,14 @@ def get_config() -> ml_collections.ConfigDict:
   # Also train MetaGater with alpha_t = 1 (plain proximal steps) for comparison.
   config.meta.compare_unaccelerated = False
 
+  # Multi-host runs (jax.distributed.initialize); None fields: from the cluster.
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.enabled = False
+  config.distributed.coordinator_address = config_dict.placeholder(str)
+  config.distributed.num_processes = config_dict.placeholder(int)
+  config.distributed.process_id = config_dict.placeholder(int)
+  config.distributed.local_device_ids = config_dict.placeholder(tuple)
+
   config.perfedavg = ml_collections.ConfigDict()
   config.perfedavg.alpha = 0.05  # inner (personalisation) step a, first-order.
   # Hessian-free's a: its (I - a H) correction diverged at a >= 0.005 on digits.

@@ -20,9 +20,8 @@ default strategy. Per row:
 * ``roofline_images_per_second``: one jitted training step (``value_and_grad``
   of the same model's loss, gate noise included, plus an SGD update) at the
   same batch size, timed in this process in alternation with the rounds so
-  that both see the same machine load; ``ratio`` = round / roofline, and
-  ``best_ratio`` the same from the fastest round and step (on a shared
-  machine, the figure least disturbed by other work);
+  that both see the same machine load; ``ratio`` = round / roofline;
+  ``best_seconds_per_round`` is the fastest timed round;
 * ``peak_memory_bytes``: the round program's memory as compiled by XLA
   (arguments + outputs + temporaries - aliased), the largest program for
   ``loop``; on GPU/TPU also the allocator's peak (``device_peak_bytes``).
@@ -45,13 +44,12 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Optional
+from typing import Optional
 
 from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
-import numpy as np
 from ml_collections import config_flags
 
 from mg import data as data_lib
@@ -184,9 +182,7 @@ def device_peak_bytes() -> Optional[int]:
 def time_row(round_fn, state, data, key, step, step_args, steps_per_burst: int) -> dict:
   """Compile, then alternate timed rounds with bursts of roofline steps.
 
-  Alternating makes both see the same machine load. Besides the medians,
-  the fastest round and step (``best_*``) are kept: on a shared machine they
-  are the figures least disturbed by other work.
+  Alternating makes both see the same machine load (medians of each).
   """
   start = time.perf_counter()
   _block(round_fn(state, data, key))
@@ -208,7 +204,7 @@ def time_row(round_fn, state, data, key, step, step_args, steps_per_burst: int) 
   seconds = statistics.median(round_times)
   return dict(seconds=seconds, compile=max(first - seconds, 0.0),
               step=statistics.median(step_times), best=min(round_times),
-              best_step=min(step_times), rounds=len(round_times))
+              rounds=len(round_times))
 
 
 # ----------------------------------------------------------------------------- rows
@@ -224,7 +220,8 @@ def bench_row(config, name, info, real_tasks, strategy, section, rooflines):
   backend = jax.default_backend()
   devices = jax.device_count()
   resolved = mapping.resolve_strategy(strategy, config.model.name, meta.local_steps,
-                                      devices=devices if _SHARD.value else 1)
+                                      devices=devices if _SHARD.value else 1,
+                                      tasks_per_round=tasks)
   mesh = sharding.round_mesh(_SHARD.value) if resolved in mapping.SHARDABLE else None
   key = jax.random.key(config.seed)
   if real_tasks is not None and real_tasks.count.shape[0] >= tasks:
@@ -262,8 +259,6 @@ def bench_row(config, name, info, real_tasks, strategy, section, rooflines):
       tasks_per_second=tasks / t['seconds'], roofline_images_per_second=roofline,
       ratio=images / t['seconds'] / roofline,
       best_seconds_per_round=t['best'],
-      best_roofline_images_per_second=batch / t['best_step'],
-      best_ratio=images / t['best'] / (batch / t['best_step']),
       peak_memory_bytes=memory_bytes(round_fn, state, data, key),
       device_peak_bytes=device_peak_bytes(), rounds_timed=t['rounds'], data=source,
       devices=sharding.num_shards(mesh), note=round_fn.note)
@@ -286,12 +281,12 @@ def _format_row(r) -> str:
           f"{r['batch_size']:5d} | {r['seconds_per_round']:9.4f} | "
           f"{r['compile_seconds']:8.2f} | {r['images_per_second']:10.0f} | "
           f"{r['tasks_per_second']:8.2f} | {r['roofline_images_per_second']:10.0f} | "
-          f"{r['ratio']:5.2f} | {r['best_ratio']:5.2f} | {mem:>7s} | {r['data']} |")
+          f"{r['ratio']:5.2f} | {mem:>7s} | {r['data']} |")
 
 
 HEADER = ('| section    | method       | asked   | ran     | tasks |  K | batch | '
-          's/round   | compile  | img/s      | tasks/s  | roof img/s | ratio | best  | '
-          'mem MiB | data |\n' + '|' + '---|' * 16)
+          's/round   | compile  | img/s      | tasks/s  | roof img/s | ratio | mem MiB | '
+          'data |\n' + '|' + '---|' * 15)
 
 
 def run_bench(config) -> dict:

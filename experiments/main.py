@@ -22,6 +22,7 @@ from mg import checkpoint as checkpoint_lib
 from mg import config as config_lib
 from mg import data as data_lib
 from mg import run as run_lib
+from mg.federated import backend
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file (configs/*.py).', lock_config=True)
@@ -56,6 +57,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # library progress notes (checkpoints)
+  # XLA:CPU options and multi-host set-up must come before any JAX computation.
+  backend.configure(_CONFIG.value.get('distributed'))
   config_name = os.path.splitext(os.path.basename(flags.FLAGS['config'].config_filename))[0]
   workdir = _WORKDIR.value or run_lib.default_workdir(config_name)
   print(f'workdir: {workdir}', flush=True)

@@ -25,6 +25,7 @@ from ml_collections import config_flags
 from mg import config as config_lib
 from mg import data as data_lib
 from mg import run as run_lib
+from mg.federated import backend
 from mg import sweep as sweep_lib
 from mg.report import serialize
 from mg.sweep import bench as bench_lib
@@ -46,6 +47,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
+  backend.configure(config.get('distributed'))  # as experiments.main does
   config_name = os.path.splitext(os.path.basename(flags.FLAGS['config'].config_filename))[0]
   sweep_name = os.path.splitext(os.path.basename(_SWEEP.value.partition(':')[0]))[0]
   variant = _SWEEP.value.partition(':')[2]

@@ -45,7 +45,7 @@ import json
 import os
 import shutil
 import statistics
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -57,6 +57,7 @@ from mg import methods as methods_lib
 from mg import report
 from mg import train as train_lib
 from mg.federated import mapping
+from mg.federated import sharding
 from mg.report.serialize import atomic_write_text
 
 # MetaSNIP needs MetaGater's sparsity and MetaGater w/o gating's backbone.
@@ -98,14 +99,13 @@ def run(config, workdir: str) -> dict:
     print(f"dataset {info['name']}: {info['num_examples']} images "
           f"{tuple(info['input_shape'])}, {info['num_classes']} classes "
           f"(source {info['source']}, splits {info['splits_loaded']})", flush=True)
-    fed = jax.device_put(fed)
-
     names = method_names(config)
-    strategy = mapping.resolve_strategy(config.meta.mapping, config.model.name)
-    print(f"backend {jax.default_backend()}, client mapping '{strategy}', "
-          f'methods {names}', flush=True)
+    strategy, mesh = client_layout(config)
+    fed = sharding.place(fed, mesh)
+    print(f"backend {jax.default_backend()} ({jax.device_count()} device(s)), client "
+          f"mapping '{strategy}', methods {names}", flush=True)
     runners = build_runners(config, names, info, strategy,
-                            int(fed.train_support.count.shape[0]))
+                            int(fed.train_support.count.shape[0]), mesh)
     store = ckpt_lib.Store(os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR),
                            config.keep_checkpoints)
     try:
@@ -336,19 +336,40 @@ class Runner(NamedTuple):
   method: methods_lib.Method
   round_fn: Optional[Callable]
   target_fns: tuple
+  mesh: Optional[Any] = None
 
 
-def build_runners(config, names, info, strategy, num_train) -> dict:
+def client_strategy(config, devices: int = 1) -> str:
+  """``meta.mapping`` resolved ('auto': the measured default for this backend)."""
+  return mapping.resolve_strategy(
+      config.meta.mapping, config.model.name, config.meta.local_steps, devices=devices,
+      tasks_per_round=config.meta.tasks_per_round)
+
+
+def client_layout(config):
+  """``(strategy, mesh)``: how a round maps its clients, and over which devices.
+
+  The mesh (a ``clients`` axis over every device) is kept only for strategies
+  with a task axis in the program (``mapping.SHARDABLE``); ``None`` otherwise.
+  """
+  mesh = sharding.round_mesh(config.meta.shard_clients)
+  strategy = client_strategy(config, devices=sharding.num_shards(mesh))
+  return strategy, (mesh if strategy in mapping.SHARDABLE else None)
+
+
+def build_runners(config, names, info, strategy, num_train, mesh=None) -> dict:
   """Every method's compiled pieces, shared by all repeats (compiled once)."""
   runners = {}
+  fallback = mapping.fallback_strategy(jax.default_backend(), config.model.name,
+                                       devices=sharding.num_shards(mesh))
   for name in names:
     method = methods_lib.build(name, config, info)
     round_fn = None
     if method.algorithm is not None:
       round_fn = mapping.make_round(method.algorithm, num_tasks=num_train,
                                     tasks_per_round=config.meta.tasks_per_round,
-                                    strategy=strategy)
-    runners[name] = Runner(method, round_fn, train_lib.make_target_fns(method))
+                                    strategy=strategy, mesh=mesh, fallback=fallback)
+    runners[name] = Runner(method, round_fn, train_lib.make_target_fns(method), mesh)
   return runners
 
 
@@ -386,7 +407,7 @@ def run_repeat(config, runners, fed, repeat, log, ledger=None, save=None,
   train_data = fed.train_support
   names = list(runners)
   out, outputs = {}, {}
-  for name, (method, round_fn, target_fns) in runners.items():
+  for name, (method, round_fn, target_fns, runner_mesh) in runners.items():
     init_key, method_train_key, method_eval_key = method_keys(key, name)
     keep = name == 'metagater_nogate' and 'metasnip' in names
     finished = ledger.finished(repeat, name)
@@ -414,7 +435,7 @@ def run_repeat(config, runners, fed, repeat, log, ledger=None, save=None,
         raise ckpt_lib.Interrupted(stop.signum, f'the end of {where}')
       continue
     params = method.model.init(init_key)
-    state = method.algorithm.init(params, **method.hparams)
+    state = sharding.place(method.algorithm.init(params, **method.hparams), runner_mesh)
     resume = ledger.resume_point(repeat, name, state, params)
     bar = report.progress(config.meta.rounds, f'{name} (repeat {repeat + 1})',
                           enabled=config.progress)

@@ -17,7 +17,6 @@ import pytest
 
 from mg import methods as methods_lib
 from mg.federated import backend
-from mg.federated import local
 from mg.federated import mapping
 from mg.federated import sharding
 
@@ -129,7 +128,8 @@ def test_a_round_moves_no_data_through_the_host(strategy, test_config, test_data
 def test_default_strategy_per_backend():
   assert mapping.default_strategy('cpu', 'cnn4', local_steps=1) == 'loop'
   assert mapping.default_strategy('cpu', 'cnn7', local_steps=5) == 'loop'
-  assert mapping.default_strategy('cpu', 'mlp', local_steps=5) == 'vmap'
+  assert mapping.default_strategy('cpu', 'mlp', local_steps=5, tasks_per_round=5) == 'vmap'
+  assert mapping.default_strategy('cpu', 'mlp', local_steps=5, tasks_per_round=20) == 'loop'
   assert mapping.default_strategy('gpu', 'cnn4', local_steps=1) == 'fused'
   assert mapping.default_strategy('gpu', 'cnn4', local_steps=5) == 'vmap'
   assert mapping.default_strategy('cpu', 'cnn4', local_steps=5, devices=8) == 'vmap'

@@ -8,16 +8,16 @@ XLA:CPU options (measured with ``python -m experiments.bench``; README
 reduction fusions to its YNNPACK library. For the MetaGater networks the
 elementwise/reduction part is slower than XLA's own fused loops (the ReLU,
 gate and max-pool backward passes): keeping YNNPACK for convolutions and dots
-only ran a CNN-4 training step ~1.4x faster (CIFAR-10 shapes, batch 64, 2
-cores). Other flags measured without a gain are listed in the README.
+only ran a CNN-4 training step ~1.3x faster (CIFAR-10 shapes, batch 64, 2
+cores: 1,131 -> 1,469 images/s, medians of 5 alternating processes); no
+change for the MLP. Tried without a gain: oneDNN (``xla_cpu_use_onednn``,
+its convolution fusion: slower) and XNNPACK graph fusion.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-
-import jax
 
 from mg.federated.sharding import initialize_distributed  # noqa: F401 (re-export)
 

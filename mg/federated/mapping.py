@@ -72,17 +72,25 @@ class NotFusable(ValueError):
   """The ``fused`` mapping would not equal the per-task mapping here."""
 
 
+# On XLA:CPU an MLP's vmapped round outgrows the caches past this many tasks
+# (MNIST, K = 5: vmap 6.5 ms vs loop 7.3 ms at 5 tasks, 27 vs 23 ms at 20,
+# 152 vs 92 ms at 80); a loop of per-task programs keeps each task's working set
+# small.
+CPU_MLP_VMAP_MAX_TASKS = 10
+
+
 def default_strategy(backend: str, model_name: Optional[str] = None,
-                     local_steps: Optional[int] = None, devices: int = 1) -> str:
+                     local_steps: Optional[int] = None, devices: int = 1,
+                     tasks_per_round: Optional[int] = None) -> str:
   """The mapping measured fastest (``python -m experiments.bench``).
 
   * XLA:CPU, convolutional models: ``loop``. CNN-4 on CIFAR-10 shapes, 20
-    tasks, ``K = 1``: loop ran at the single-step roofline, unroll at ~0.93 of
-    it (with 8x the memory and 3x the compile time), fused at ~0.6 (one batch
+    tasks, ``K = 1``: loop ran at the single-step roofline, unroll at ~0.8 of
+    it (with 7x the memory and 3x the compile time), fused at ~0.45 (one batch
     of 1,280 images runs slower per image than 20 of 64 on a CPU: caches), vmap
-    at ~0.3 (grouped convolutions), scan far below (jax#12868).
-  * XLA:CPU, MLP: ``vmap`` (batched matmuls in one program; ahead of unroll,
-    scan and loop, whose per-task programs are overhead-bound).
+    at ~0.25 (grouped convolutions), scan at 0.02 (jax#12868).
+  * XLA:CPU, MLP: ``vmap`` up to ``CPU_MLP_VMAP_MAX_TASKS`` tasks per round
+    (batched matmuls in one program), ``loop`` beyond.
   * GPU/TPU, or several devices: ``fused`` for one local step (one batched
     step over all sampled tasks' images; exact, see ``local``), else
     ``vmap``. Not measured here (no accelerator on the machines this was
@@ -93,10 +101,14 @@ def default_strategy(backend: str, model_name: Optional[str] = None,
     model_name: ``config.model.name`` (None: a convolutional model).
     local_steps: ``K`` when known.
     devices: devices the round is sharded over.
+    tasks_per_round: when known.
   """
   if devices > 1 or backend != 'cpu':
     return 'fused' if local_steps == 1 else 'vmap'
-  return 'vmap' if model_name == 'mlp' else 'loop'
+  if model_name == 'mlp':
+    few = tasks_per_round is None or tasks_per_round <= CPU_MLP_VMAP_MAX_TASKS
+    return 'vmap' if few else 'loop'
+  return 'loop'
 
 
 def fallback_strategy(backend: str, model_name: Optional[str] = None,
@@ -107,10 +119,12 @@ def fallback_strategy(backend: str, model_name: Optional[str] = None,
 
 
 def resolve_strategy(strategy: str, model_name: Optional[str] = None,
-                     local_steps: Optional[int] = None, devices: int = 1) -> str:
+                     local_steps: Optional[int] = None, devices: int = 1,
+                     tasks_per_round: Optional[int] = None) -> str:
   """``meta.mapping`` with 'auto' replaced by ``default_strategy``."""
   if strategy == 'auto':
-    return default_strategy(jax.default_backend(), model_name, local_steps, devices)
+    return default_strategy(jax.default_backend(), model_name, local_steps, devices,
+                            tasks_per_round)
   if strategy not in STRATEGIES:
     raise ValueError(f'meta.mapping={strategy!r} is not one of '
                      f"{('auto',) + STRATEGIES}")

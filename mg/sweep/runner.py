@@ -19,7 +19,7 @@ import jax
 from mg import data as data_lib
 from mg import methods as methods_lib
 from mg import report
-from mg.federated import mapping
+from mg import run as run_lib
 from mg.sweep import program as program_lib
 from mg.sweep import results as results_lib
 from mg.sweep import spec as spec_lib
@@ -40,7 +40,7 @@ class SweepSetup:
     self.shardings = program_lib.shardings(self.devices)
     self.num_train = int(next(iter(self.feds.values())).train_support.count.shape[0])
     self.num_targets = int(next(iter(self.feds.values())).target_support.count.shape[0])
-    self.strategy = mapping.resolve_strategy(config.meta.mapping, config.model.name)
+    self.strategy = run_lib.client_strategy(config)
     self._stacked = {}
 
   def data(self, seeds: tuple) -> program_lib.SweepData:
