@@ -11,11 +11,11 @@ Hyperparameters chosen with ``configs/sweeps/digits.py`` (MetaGater's beta x
 rho, FedAvg's and Per-FedAvg's step sizes; 2 seeds, 50 rounds).
 
 Expected (measured with the command above, 2-core x86-64 CPU shared with
-other jobs, 5 min 25 s): target accuracy after one-step adaptation, mean +- std
-over 5 repeats: FedAvg 91.6 +- 5.0, Per-FedAvg FO 91.4 +- 3.2, HF 92.3 +- 2.6,
-MetaGater w/o gating 95.8 +- 2.0, MetaGater 97.7 +- 2.1 at 55% channel sparsity
-(+- 6.9 across targets; 74% of dense MACs), MetaGater with alpha_t = 1 91.7,
-MetaSNIP 95.8 at the same sparsity (+- 3.0 across targets).
+other jobs, 4 min 41 s): target accuracy after one-step adaptation, mean +- std
+over 5 repeats: FedAvg 91.6 +- 5.0, Per-FedAvg FO 92.1 +- 3.0, HF 92.0 +- 2.1,
+MetaGater w/o gating 96.0 +- 1.3, MetaGater 98.3 +- 1.3 at 57% channel sparsity
+(+- 5.3 across targets; 73% of dense MACs), MetaGater with alpha_t = 1 91.9,
+MetaSNIP 95.9 at the same sparsity (+- 1.7 across targets).
 """
 
 from configs import common

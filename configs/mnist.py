@@ -16,7 +16,7 @@ convex} and ``meta.rho`` in {0.005, 0.01, 0.03, 0.1} (2 repeats each);
 ``configs/sweeps/mnist.py`` is the grid for tuning further.
 
 Expected (measured with the command above, 2-core x86-64 CPU shared with
-other jobs, 3 min 15 s): target accuracy after one-step adaptation, mean +- std
+other jobs, 2 min 8 s): target accuracy after one-step adaptation, mean +- std
 over 5 repeats: FedAvg 96.8 +- 0.7, Per-FedAvg FO 99.2 +- 0.2, HF 97.6 +- 0.3,
 MetaGater w/o gating 97.5 +- 0.4, MetaGater 98.5 +- 0.4 at 49% channel sparsity
 of the hidden layer (+- 4.1 across targets; 69% of dense MACs), MetaGater with
