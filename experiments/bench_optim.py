@@ -24,7 +24,6 @@ from typing import Any, Callable
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 

@@ -139,13 +139,7 @@ def write_outputs(config, workdir, names, ledger, partition, info, strategy) -> 
       per_repeat[m].append(summary)
       curves.setdefault(m, []).append(curve)
 
-  rows = []
-  for m in names:
-    row = report.summarize(m, per_repeat[m])
-    for key in ('seconds_per_round', 'images_per_second', 'compile_s'):
-      values = [r[key] for r in per_repeat[m] if r.get(key) is not None]
-      row[key] = float(np.mean(values)) if values and not row['diverged'] else None
-    rows.append(row)
+  rows = [report.summarize(m, per_repeat[m]) for m in names]
   mean_curves = {m: _mean_curve(c) for m, c in curves.items() if c and c[0]['round']}
   mean_losses = {m: np.mean([l[:min(map(len, ls))] for l in ls], axis=0).tolist()
                  for m, ls in losses.items()}

@@ -24,13 +24,15 @@ ROW_KEYS = (
     'method', 'accuracy_mean', 'accuracy_std', 'accuracy_std_over',
     'sparsity_mean', 'sparsity_std', 'macs_ratio', 'train_time_s',
     'adapt_time_s', 'rounds', 'local_steps', 'repeats', 'diverged',
-    'diverged_round', 'target_accuracy', 'target_sparsity')
+    'diverged_round', 'target_accuracy', 'target_sparsity',
+    'seconds_per_round', 'images_per_second', 'compile_s')
 
 # Keys set to None when a repeat diverged: numbers a fault may have corrupted.
 METRIC_KEYS = (
     'accuracy_mean', 'accuracy_std', 'accuracy_std_over', 'sparsity_mean',
     'sparsity_std', 'macs_ratio', 'train_time_s', 'adapt_time_s',
-    'target_accuracy', 'target_sparsity')
+    'target_accuracy', 'target_sparsity', 'seconds_per_round',
+    'images_per_second', 'compile_s')
 
 
 def _mean(values: Sequence[Any]) -> float | None:
@@ -94,7 +96,9 @@ def summarize(method: str, repeats: Sequence[dict]) -> dict:
       ``sparsity_mean``: mean over repeats; ``sparsity_std``: std of the
         per-target sparsity pooled over repeats (the paper's "sparsity
         diversity" across target tasks).
-      ``macs_ratio``, ``train_time_s``, ``adapt_time_s``: means over repeats.
+      ``macs_ratio``, ``train_time_s``, ``adapt_time_s``, and the optional
+        ``seconds_per_round``, ``images_per_second``, ``compile_s``: means over
+        the repeats that report them (None where none does).
       ``rounds``, ``local_steps``: the settings (a list if repeats disagree).
       ``repeats``: the count; ``diverged``: any repeat diverged (or produced a
         non-finite accuracy), ``diverged_round``: the earliest reported round.
@@ -140,6 +144,8 @@ def summarize(method: str, repeats: Sequence[dict]) -> dict:
       macs_ratio=_mean([repeat.get('macs_ratio') for repeat in repeats]),
       train_time_s=_mean([repeat.get('train_time_s') for repeat in repeats]),
       adapt_time_s=_mean([repeat.get('adapt_time_s') for repeat in repeats]),
+      **{key: _mean([repeat.get(key) for repeat in repeats])
+         for key in ('seconds_per_round', 'images_per_second', 'compile_s')},
       target_accuracy=target_accuracy,
       target_sparsity=target_sparsity)
   return to_jsonable(row)
