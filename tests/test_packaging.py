@@ -1,0 +1,55 @@
+"""`pip install` of the package into a fresh virtual environment (issue 11, item 9).
+
+The prox/accelerate transforms are meant to be used from other projects, so the package must
+install with plain pip from a clean venv and import from there, not from this checkout.
+"""
+
+import os
+import shutil
+import site
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Runs inside the fresh venv, from a folder outside the checkout: `mg` must come from the venv.
+CHECK = """
+import jax.numpy as jnp, optax
+import mg, mg.optim, mg.prox
+assert mg.__file__.startswith({venv!r}), mg.__file__
+tx = optax.chain(optax.sgd(0.5), mg.optim.proximal('lasso', strength=0.1, learning_rate=0.5))
+params = {{'w': jnp.array([1.0, -0.05])}}
+updates, _ = tx.update({{'w': jnp.array([0.2, 0.0])}}, tx.init(params), params)
+print('ok', optax.apply_updates(params, updates)['w'].tolist())
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('editable', [False, True])
+def test_pip_install_into_a_fresh_venv(tmp_path, editable):
+  venv = tmp_path / 'venv'
+  subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True)
+  # The heavy dependencies (jax, optax, ...) come from this interpreter's site-packages through
+  # a .pth file: the test is about installing *this* package, not about re-downloading jax.
+  pth = next((venv / 'lib').glob('python*')) / 'site-packages' / 'deps.pth'
+  pth.write_text('\n'.join(site.getsitepackages()) + '\n')
+  pip = [str(venv / 'bin' / 'python'), '-m', 'pip', 'install', '-q', '--no-deps']
+  source = ROOT
+  if not editable:  # a regular build writes build/ beside the sources: build from a copy
+    source = tmp_path / 'src'
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        '.git', '.venv', 'runs', 'build', '*.egg-info', '__pycache__', '.pytest_cache'))
+  proc = subprocess.run(pip + (['-e', ROOT] if editable else [str(source)]),
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  expected = ROOT if editable else str(venv)
+  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  env['JAX_PLATFORMS'] = 'cpu'
+  proc = subprocess.run([str(venv / 'bin' / 'python'), '-c', CHECK.format(venv=expected)],
+                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  # sgd step: 1 - 0.5 * 0.2 = 0.9, then soft threshold by 0.5 * 0.1: 0.85; -0.05 goes to 0.
+  values = [float(v) for v in proc.stdout.split('ok ')[1].strip(' []\n').split(',')]
+  assert values == pytest.approx([0.85, 0.0], abs=1e-6)
