@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +68,10 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
   try:
     with opener(path, 'rb') as f:
       blob = f.read()
-  except (OSError, EOFError) as err:
-    raise DataError(f'{path} could not be read ({err}); replace it with the '
-                    'official file.') from err
+  except (OSError, EOFError, zlib.error) as err:
+    # zlib.error: a damaged deflate stream inside a .gz (gzip raises it as is).
+    raise DataError(f'{path} could not be read ({type(err).__name__}: {err}); replace '
+                    'it with the official file.') from err
   if len(blob) < 4 + 4 * ndim:
     raise DataError(f'{path} is too short to be an IDX file; replace it with '
                     'the official file.')
@@ -268,6 +270,18 @@ def read_raw(root: Path, name: str, split: str) -> Arrays:
   if name == 'mnist':
     return read_mnist(root, split)
   return read_cifar(root, name, split)
+
+
+def has_any_raw(root: Path, name: str) -> bool:
+  """Whether ``root`` holds any official file of ``name`` (even an incomplete set)."""
+  if not root.is_dir():
+    return False
+  if name == 'mnist':
+    folder = _mnist_folder(root)
+    return any(_idx_path(folder, s) for pair in MNIST_FILES.values() for s in pair)
+  folder = _cifar_folder(root, name)
+  return any((folder / f).is_file() for files in CIFAR_FILES[name][1].values()
+             for f in files)
 
 
 def has_raw(root: Path, name: str, split: str) -> bool:
