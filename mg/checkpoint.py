@@ -33,6 +33,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -163,10 +164,11 @@ class Store:
     arrays = jax.tree.map(np.asarray, arrays)
     progress = dict(progress, digest=digest(arrays))
     try:
-      self._manager.save(step, args=ocp.args.Composite(
-          arrays=ocp.args.PyTreeSave(arrays), progress=ocp.args.JsonSave(progress)),
-                         force=True)
-      self._manager.wait_until_finished()
+      with _OrbaxErrorsMuted():  # the failure is reported once, below
+        self._manager.save(step, args=ocp.args.Composite(
+            arrays=ocp.args.PyTreeSave(arrays), progress=ocp.args.JsonSave(progress)),
+                           force=True)
+        self._manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except
       raise CheckpointError(_save_failed(self.directory, step, steps, e)) from e
     return step
@@ -200,6 +202,20 @@ class Store:
 
   def close(self):
     self._manager.close()
+
+
+class _OrbaxErrorsMuted(logging.Filter):
+  """Drops orbax's own error logs (a traceback per failed save thread) while active."""
+
+  def filter(self, record):
+    return not (record.levelno >= logging.ERROR and 'orbax' in record.pathname)
+
+  def __enter__(self):
+    logging.getLogger('absl').addFilter(self)
+    return self
+
+  def __exit__(self, *exc_info):
+    logging.getLogger('absl').removeFilter(self)
 
 
 def _save_failed(directory: str, step: int, steps: list, err: Exception) -> str:

@@ -152,10 +152,12 @@ def write_outputs(config, workdir, names, ledger, partition, info, strategy) -> 
            'output_sha256': {m: h for m, h in hashes.items() if any(h)},
            'resumes': ledger.resumes}
   markdown = report.write_results(workdir, rows, partition.stats(), extra=extra)
-  report.plot_curves(os.path.join(workdir, 'curves.png'), mean_curves,
-                     title=f"{info['name']}: target accuracy after fast adaptation")
-  report.plot_losses(os.path.join(workdir, 'loss.png'), mean_losses,
-                     title=f"{info['name']}: meta-training loss per round")
+  if mean_curves:  # none when every method diverged before its first evaluation
+    report.plot_curves(os.path.join(workdir, 'curves.png'), mean_curves,
+                       title=f"{info['name']}: target accuracy after fast adaptation")
+  if mean_losses:
+    report.plot_losses(os.path.join(workdir, 'loss.png'), mean_losses,
+                       title=f"{info['name']}: meta-training loss per round")
   report.plot_sparsity(os.path.join(workdir, 'sparsity.png'),
                        {r['method']: r['target_sparsity'] for r in rows
                         if r.get('target_sparsity')})

@@ -152,3 +152,18 @@ def test_the_checkpoint_holds_the_config_of_record(test_config, tmp_path):
       run_lib.prepare_workdir(other, str(tmp_path))
     assert run_lib.prepare_workdir(test_config, str(tmp_path)).step == 1
   assert (tmp_path / 'config.json').read_text() == other.to_json_best_effort()
+
+
+@pytest.mark.parametrize('field, message', [
+    ('meta.batch_size', 'meta.batch_size=100000 is more than the 28 support examples of '
+     'the largest meta-training task; use at most 28'),
+    ('adapt.batch_size', 'adapt.batch_size=100000 is more than the 19 support examples of '
+     'the largest target task; use at most 19'),
+])
+def test_a_batch_larger_than_every_task_is_refused_with_the_numbers(test_config, test_data,
+                                                                   field, message):
+  fed = test_data[0]
+  config_lib.validate_tasks(test_config, fed)
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.validate_tasks(_config(test_config, **{field: 100000}), fed)
+  assert message in str(error.value)
