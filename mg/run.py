@@ -91,6 +91,10 @@ def run(config, workdir: str) -> dict:
   Raises:
     ConfigError, DataError: a bad config (before any work starts), or a
       workdir holding another config while ``config.resume`` is set.
+    mg.workdir.WorkdirError: the workdir is held by another run, or cannot
+      hold this one (not a folder, not writable, an entry of the wrong kind).
+    mg.checkpoint.CheckpointError: a checkpoint could not be written (the
+      previous ones stay usable).
     mg.checkpoint.Interrupted: SIGINT/SIGTERM arrived; a checkpoint was saved.
   """
   config_lib.validate(config)

@@ -81,15 +81,18 @@ def test_member_equals_single_run(swept, test_config, tmp_path):
 def test_diverged_member_is_reported_and_isolated(swept):
   out, workdir = swept
   healthy, nan, other, blown = out['rows']
+  # Its meta-model goes non-finite in training by round 2; fast adaptation from
+  # its round-1 meta-model may already fail: the first divergence counts.
   assert nan['diverged'] and nan['diverged_round'] in (1, 2)
-  assert nan['diverged_stage'] == 'training'
+  assert nan['diverged_stage'] in ('training', 'adaptation', 'evaluation')
+  assert nan['diverged_stage'] == 'training' or nan['diverged_round'] == 1
   # Issue 15, 3: non-finite adaptation is a divergence, not an accuracy.
   assert blown['diverged'] and blown['diverged_round'] == 1
   assert blown['diverged_stage'] in ('adaptation', 'evaluation')
   assert blown['accuracy'] is None and blown['curve']['round'] == []
   assert all(np.isfinite(blown['losses']))
   assert nan['accuracy'] is None and nan['target_accuracy'] == []
-  assert nan['losses'][nan['diverged_round'] - 1] is None
+  assert None in nan['losses'][:2]
   for row in (healthy, other):
     assert not row['diverged'] and 0.0 <= row['accuracy'] <= 1.0
     assert all(np.isfinite(row['losses']))
@@ -97,7 +100,7 @@ def test_diverged_member_is_reported_and_isolated(swept):
   on_disk = json.loads((workdir / 'sweep.json').read_text())
   assert [r['diverged'] for r in on_disk['rows']] == [False, True, False, True]
   assert on_disk['best']['metagater']['hparams']['meta.local_lr'] == 0.05
-  assert (f"diverged (round {nan['diverged_round']}, training)"
+  assert (f"diverged (round {nan['diverged_round']}, {nan['diverged_stage']})"
           in (workdir / 'sweep.md').read_text())
   assert json.loads((workdir / 'config.json').read_text())['meta']['rounds'] == 2
   assert set(on_disk['fields']) == {'meta.beta', 'meta.local_lr', 'meta.rho', 'adapt.lr',
