@@ -157,13 +157,14 @@ def test_the_checkpoint_holds_the_config_of_record(test_config, tmp_path):
 @pytest.mark.parametrize('field, message', [
     ('meta.batch_size', 'meta.batch_size=100000 is more than the 28 support examples of '
      'the largest meta-training task; use at most 28'),
-    ('adapt.batch_size', 'adapt.batch_size=100000 is more than the 19 support examples of '
-     'the largest target task; use at most 19'),
+    ('adapt.batch_size', 'adapt.batch_size=100000 is more than the 23 support examples of '
+     'the largest target task; use at most 23'),
 ])
 def test_a_batch_larger_than_every_task_is_refused_with_the_numbers(test_config, test_data,
                                                                    field, message):
   fed = test_data[0]
-  config_lib.validate_tasks(test_config, fed)
+  largest = int(message.split('use at most ')[1])
+  config_lib.validate_tasks(_config(test_config, **{field: largest}), fed)  # the bound
   with pytest.raises(config_lib.ConfigError) as error:
     config_lib.validate_tasks(_config(test_config, **{field: 100000}), fed)
   assert message in str(error.value)
