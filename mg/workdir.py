@@ -50,6 +50,16 @@ def _reason(err: OSError) -> str:
   return err.strerror or type(err).__name__
 
 
+def _file_above(path: str) -> str:
+  """The first part of ``path`` that exists and is not a folder."""
+  parts = os.path.abspath(path).split(os.sep)
+  for i in range(2, len(parts) + 1):
+    prefix = os.sep.join(parts[:i])
+    if os.path.exists(prefix) and not os.path.isdir(prefix):
+      return prefix
+  return path
+
+
 def make_folder(workdir: str) -> None:
   """Creates ``workdir`` (and its parents), or says why it cannot be one."""
   if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -58,8 +68,8 @@ def make_folder(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
   except (NotADirectoryError, FileExistsError) as err:
-    raise WorkdirError(f'workdir {workdir} cannot be created: a part of its path is a '
-                       f'file ({err.filename}); give another --workdir') from err
+    raise WorkdirError(f'workdir {workdir} cannot be created: {_file_above(workdir)} is '
+                       'a file, not a folder; give another --workdir') from err
   except OSError as err:
     raise WorkdirError(f'workdir {workdir} cannot be created ({_reason(err)}); give a '
                        '--workdir on a writable disk') from err

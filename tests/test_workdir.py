@@ -120,7 +120,7 @@ def _read_only(monkeypatch):
 
 @pytest.mark.parametrize('case, message', [
     ('file', 'is a file, not a folder'),
-    ('under_file', 'a part of its path is a file'),
+    ('under_file', 'cannot be created: {tmp}/f is a file, not a folder'),
     ('read_only', 'is not writable (Read-only file system)'),
     ('config_dir', "config.json is a folder where a run keeps its config.json file"),
     ('checkpoints_file', 'checkpoints is a file where a run keeps its checkpoints folder'),
@@ -146,7 +146,7 @@ def test_a_bad_workdir_is_one_clear_error(test_config, tmp_path, monkeypatch, ca
   with pytest.raises(cli.USER_ERRORS) as error:
     run_lib.run(test_config, str(workdir))
   assert isinstance(error.value, workdir_lib.WorkdirError)
-  assert message in str(error.value) and '\n' not in str(error.value)
+  assert message.format(tmp=tmp_path) in str(error.value) and '\n' not in str(error.value)
 
 
 def test_the_cli_says_a_file_workdir_in_one_line(tmp_path):

@@ -68,10 +68,12 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
   try:
     with opener(path, 'rb') as f:
       blob = f.read()
-  except (OSError, EOFError, zlib.error) as err:
-    # zlib.error: a damaged deflate stream inside a .gz (gzip raises it as is).
-    raise DataError(f'{path} could not be read ({type(err).__name__}: {err}); replace '
-                    'it with the official file.') from err
+  except zlib.error as err:  # a damaged deflate stream inside a .gz
+    raise DataError(f'{path} is damaged: its compressed data does not decompress '
+                    f'({err}); replace it with the official file.') from err
+  except (OSError, EOFError) as err:
+    raise DataError(f'{path} could not be read ({err}); replace it with the '
+                    'official file.') from err
   if len(blob) < 4 + 4 * ndim:
     raise DataError(f'{path} is too short to be an IDX file; replace it with '
                     'the official file.')
@@ -102,9 +104,11 @@ def _mnist_split_files(folder: Path, split: str):
   paths = [_idx_path(folder, stem) for stem in MNIST_FILES[split]]
   if all(p is None for p in paths):
     return None
-  if any(p is None for p in paths):
+  missing = [stem for stem, p in zip(MNIST_FILES[split], paths) if p is None]
+  if missing:
     raise DataError(_mnist_missing_message(folder, split)
-                    + ' (only one of the two files is present)')
+                    + f' (only one of the two files is present: {missing[0]}[.gz] is '
+                    'missing)')
   return paths
 
 
