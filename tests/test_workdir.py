@@ -195,3 +195,15 @@ def test_a_disk_full_checkpoint_is_one_line_and_the_run_resumes(tmp_path):
   records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
   rounds = [r['round'] for r in records if r['method'] == 'fedavg' and 'event' not in r]
   assert rounds == [1, 2, 3]  # each round once: none lost, none repeated
+
+
+def test_a_sweep_holds_its_workdir_the_same_way(test_config, tmp_path):
+  from mg import sweep  # pylint: disable=import-outside-toplevel
+  members = sweep.members({'method': 'fedavg', 'grid': {'adapt.lr': [0.1]}}, test_config)
+  with workdir_lib.Lock(str(tmp_path)):
+    with pytest.raises(workdir_lib.WorkdirError, match='in use by another run'):
+      sweep.run_sweep(test_config, members, str(tmp_path))
+  (tmp_path / 'checkpoints').write_text('x')
+  with pytest.raises(workdir_lib.WorkdirError, match='checkpoints is a file'):
+    sweep.run_sweep(test_config, members, str(tmp_path))
+  assert not (tmp_path / 'config.json').exists()
