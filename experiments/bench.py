@@ -52,6 +52,8 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
+from experiments import cli
+from mg import config as config_lib
 from mg import data as data_lib
 from mg import methods as methods_lib
 from mg.algorithms import common
@@ -312,12 +314,51 @@ def run_bench(config) -> dict:
           'devices': jax.device_count(), 'notes': notes, 'rows': rows}
 
 
+def _counts(flag, values) -> str:
+  """'' if every value of a list flag is an integer >= 1, else the problem."""
+  for value in values:
+    if not value.strip().isdigit() or int(value) < 1:
+      return f'--{flag}={",".join(values)}: {value!r} is not an integer >= 1'
+  return '' if values else f'--{flag} is empty: give integers >= 1'
+
+
+def flag_problems(methods, strategies, scale_tasks, scale_steps, rounds, min_rounds,
+                  max_seconds) -> list:
+  """Every problem with the benchmark's flags, as lines naming the flag."""
+  problems = []
+  trainable = tuple(m for m in methods_lib.METHODS if m not in methods_lib.BACKBONE_OF)
+  for name in methods or ['']:
+    if name not in trainable:
+      problems.append(f'--methods: {name!r} is not a method with its own round; expected '
+                      f'some of {trainable}')
+  for strategy in strategies:
+    if strategy != 'auto' and strategy not in mapping.STRATEGIES:
+      problems.append(f'unknown strategy {strategy!r}; expected auto or one of '
+                      f'{mapping.STRATEGIES}')
+  problems += [p for p in (_counts('scale_tasks', scale_tasks),
+                           _counts('scale_steps', scale_steps)) if p]
+  if rounds < 1:
+    problems.append(f'--rounds={rounds}: time at least 1 round per row')
+  if min_rounds < 1:
+    problems.append(f'--min_rounds={min_rounds}: time at least 1 round per row')
+  if not max_seconds > 0:
+    problems.append(f'--max_seconds={max_seconds}: expected a number of seconds > 0')
+  return problems
+
+
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  for strategy in _STRATEGIES.value + [_SCALE_STRATEGY.value]:
-    if strategy != 'auto' and strategy not in mapping.STRATEGIES:
-      raise app.UsageError(f'unknown strategy {strategy!r}; expected {mapping.STRATEGIES}')
+    sys.exit(f'error: unexpected arguments: {argv[1:]}')
+  # Every flag and config value is checked before any work.
+  problems = flag_problems(_METHODS.value, _STRATEGIES.value + [_SCALE_STRATEGY.value],
+                           _SCALE_TASKS.value, _SCALE_STEPS.value, _ROUNDS.value,
+                           _MIN_ROUNDS.value, _MAX_SECONDS.value)
+  if problems:
+    sys.exit('error: ' + '; '.join(problems))
+  try:
+    config_lib.validate(_CONFIG.value)
+  except cli.USER_ERRORS as e:
+    cli.exit_with(e)
   backend.configure(tune_cpu=_TUNE_CPU.value)
   result = run_bench(_CONFIG.value)
   sys.stdout.write(json.dumps(result) + '\n')
@@ -325,4 +366,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flag_as_required('config')
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -9,7 +9,6 @@ rerunning the same command with the same ``--workdir`` resumes the run.
 """
 
 import os
-import re
 import shlex
 import sys
 
@@ -18,9 +17,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from experiments import cli
 from mg import checkpoint as checkpoint_lib
-from mg import config as config_lib
-from mg import data as data_lib
 from mg import run as run_lib
 from mg.federated import backend
 
@@ -28,20 +26,6 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file (configs/*.py).', lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Folder for results; default: a fresh folder under runs/.')
-
-
-def parse_flags(argv):
-  """absl's parser, with a bad ``--config.field=value`` as one line, not a traceback."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    sys.exit(f'error: {e}\nPass --help to see the flags.')
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    text = ' '.join(str(e).replace('\\n', ' ').replace("\\'", "'").split())
-    typo = re.search(r"'(\w+)' Did you mean \"(\w+)\"", text)
-    if typo:
-      text = f"the config has no field '{typo[1]}' (did you mean '{typo[2]}'?)"
-    sys.exit(f'error: bad --config override: {text}')
 
 
 def resume_command(workdir: str) -> str:
@@ -64,15 +48,15 @@ def main(argv):
   print(f'workdir: {workdir}', flush=True)
   try:
     run_lib.run(_CONFIG.value, workdir)
-  except (config_lib.ConfigError, data_lib.DataError) as e:
-    sys.exit(f'error: {e}')
   except checkpoint_lib.Interrupted as e:
     print(f'interrupted at {e.where}; its progress is checkpointed in '
           f'{os.path.join(workdir, checkpoint_lib.CHECKPOINT_DIR)}; resume with:\n'
           f'  {resume_command(workdir)}', file=sys.stderr, flush=True)
     sys.exit(e.exit_code)
+  except (*cli.USER_ERRORS, OSError) as e:
+    cli.exit_with(e)
 
 
 if __name__ == '__main__':
   flags.mark_flag_as_required('config')
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -16,14 +16,13 @@ in this process, and prints the wall times, their ratio and a JSON line.
 
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from experiments import cli
 from mg import config as config_lib
-from mg import data as data_lib
 from mg import run as run_lib
 from mg.federated import backend
 from mg import sweep as sweep_lib
@@ -65,11 +64,11 @@ def main(argv):
     figures = bench_lib.bench(setup, members, repeats=_BENCH_REPEATS.value)
     serialize.atomic_write_text(os.path.join(workdir, 'bench.json'),
                                 json.dumps(dict(figures, title=title), indent=2) + '\n')
-  except (sweep_lib.SweepError, config_lib.ConfigError, data_lib.DataError) as e:
-    sys.exit(f'error: {e}')
+  except (sweep_lib.SweepError, *cli.USER_ERRORS, OSError) as e:
+    cli.exit_with(e)
 
 
 if __name__ == '__main__':
   flags.mark_flag_as_required('config')
   flags.mark_flag_as_required('sweep')
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

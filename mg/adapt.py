@@ -16,7 +16,9 @@ adaptation: that bug is designed out here, since ``adapt_*`` never receive it).
   given sparsity, then one masked step.
 
 ``evaluate`` scores a model on a query split with deterministic,
-data-dependent gates: accuracy, channel sparsity and MACs relative to dense.
+data-dependent gates: accuracy, channel sparsity and MACs relative to dense,
+and whether every logit was finite (an accuracy of non-finite logits is not a
+result: runs and sweeps mark it diverged).
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ class Evaluation(NamedTuple):
   accuracy: jax.Array
   sparsity: jax.Array     # fraction of gated channels off, mean over inputs
   macs_ratio: jax.Array   # MACs of the computed network / dense MACs
+  finite: jax.Array = True  # every logit finite (else the scores mean nothing)
+
+
+def all_finite(tree) -> jax.Array:
+  """Whether every floating-point leaf of ``tree`` is finite (a scalar bool)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.result_type(x), jnp.floating)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
 def _loss(model, params, batch, *, key=None, deterministic=True, tau=1.0):
@@ -134,8 +144,9 @@ def evaluate(model, params, query) -> Evaluation:
   logits, gates = model.apply(params, query.x, deterministic=True)
   weights = query.mask
   accuracy = models.accuracy(logits, query.y, weights)
+  finite = jnp.all(jnp.isfinite(logits))
   if not gates:
-    return Evaluation(accuracy, jnp.zeros(()), jnp.ones(()))
+    return Evaluation(accuracy, jnp.zeros(()), jnp.ones(()), finite)
   off = sum(jnp.sum(1.0 - g, axis=-1) for g in gates.values())
   channels = sum(g.shape[-1] for g in gates.values())
   total = jnp.maximum(jnp.sum(weights), 1.0)
@@ -143,4 +154,4 @@ def evaluate(model, params, query) -> Evaluation:
   per_example = jax.vmap(
       lambda g: models.macs(model, jax.tree.map(lambda a: a[None], g)))(gates)
   macs_ratio = jnp.sum(weights * per_example) / total / models.macs(model)
-  return Evaluation(accuracy, sparsity, macs_ratio)
+  return Evaluation(accuracy, sparsity, macs_ratio, finite)

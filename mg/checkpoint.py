@@ -30,10 +30,13 @@ the pieces that make a run survive, independent of what is being trained:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import signal
+import sys
 import threading
 from typing import Any, NamedTuple, Optional
 
@@ -160,10 +163,14 @@ class Store:
     # 0-d arrays, not numpy scalars: orbax would store those as Python numbers.
     arrays = jax.tree.map(np.asarray, arrays)
     progress = dict(progress, digest=digest(arrays))
-    self._manager.save(step, args=ocp.args.Composite(
-        arrays=ocp.args.PyTreeSave(arrays), progress=ocp.args.JsonSave(progress)),
-                       force=True)
-    self._manager.wait_until_finished()
+    try:
+      with _OrbaxErrorsMuted():  # the failure is reported once, below
+        self._manager.save(step, args=ocp.args.Composite(
+            arrays=ocp.args.PyTreeSave(arrays), progress=ocp.args.JsonSave(progress)),
+                           force=True)
+        self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointError(_save_failed(self.directory, step, steps, e)) from e
     return step
 
   def restore(self, step: int) -> Restored:
@@ -173,6 +180,7 @@ class Store:
           arrays=ocp.args.PyTreeRestore(), progress=ocp.args.JsonRestore()))
       arrays, progress = items['arrays'], items['progress']
     except Exception as e:  # pylint: disable=broad-except
+      _quiet_closed_event_loop()
       raise CheckpointError(f'checkpoint {step} is unreadable: '
                             f'{type(e).__name__}: {str(e)[:300]}') from e
     if not isinstance(progress, dict) or 'digest' not in progress:
@@ -196,6 +204,61 @@ class Store:
     self._manager.close()
 
 
+class _OrbaxErrorsMuted(logging.Filter):
+  """Drops orbax's own error logs (a traceback per failed save thread) while active."""
+
+  def filter(self, record):
+    return not (record.levelno >= logging.ERROR and 'orbax' in record.pathname)
+
+  def __enter__(self):
+    logging.getLogger('absl').addFilter(self)
+    return self
+
+  def __exit__(self, *exc_info):
+    logging.getLogger('absl').removeFilter(self)
+
+
+def _save_failed(directory: str, step: int, steps: list, err: Exception) -> str:
+  """The one-line message of a save that failed (disk full, read-only, ...)."""
+  chain, text = err, ''
+  while chain is not None and not isinstance(chain, OSError):
+    chain = chain.__cause__ or chain.__context__
+  if isinstance(chain, OSError) and chain.errno == errno.ENOSPC:
+    text = 'the disk is full'
+  elif isinstance(chain, OSError):
+    text = chain.strerror or str(chain)
+  elif 'No space left on device' in str(err):
+    text = 'the disk is full'
+  else:
+    text = f'{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ""}'
+  last = (f'checkpoint {steps[-1]}, the last good one, stays usable: free space and rerun '
+          'the same command to resume from it' if steps else 'there is no earlier '
+          'checkpoint: free space and rerun the same command to start again')
+  return f'could not write checkpoint {step} in {directory} ({text}); {last}'
+
+
+def _quiet_closed_event_loop():
+  """Drops the 'Event loop is closed' errors of an abandoned checkpoint read.
+
+  When orbax gives up on an unreadable checkpoint, tensorstore still completes
+  the reads it had started and their callbacks find orbax's event loop closed;
+  Python would print each as an unraisable exception (harmless: nothing waits
+  for them). Every other unraisable exception reaches the previous hook.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, 'quiets_closed_event_loop', False):
+    return
+
+  def hook(unraisable):
+    value = unraisable.exc_value
+    if isinstance(value, RuntimeError) and str(value) == 'Event loop is closed':
+      return
+    previous(unraisable)
+
+  hook.quiets_closed_event_loop = True
+  sys.unraisablehook = hook
+
+
 class Interrupted(Exception):
   """The run stopped on a signal after saving a checkpoint.
 
@@ -217,10 +280,12 @@ class StopRequest:
   """SIGINT/SIGTERM as a flag read at round boundaries (a context manager).
 
   The first signal only records itself (the handler writes a note to stderr
-  with ``os.write``, which is safe inside a handler); the run saves a
-  checkpoint after the current round and raises ``Interrupted``. A second
-  signal restores the previous handlers and re-raises, stopping at once
-  without saving (the previous checkpoints stay usable: saves are atomic).
+  with ``os.write``, which is safe inside a handler) and hands both signals
+  back to the operating system's default action; the run saves a checkpoint
+  after the current round and raises ``Interrupted``. A second signal
+  therefore ends the process at once, wherever it is (inside a long native
+  call, a checkpoint save or the final writing of results), without saving:
+  the previous checkpoints stay usable, since saves are atomic.
   Outside the main thread, where handlers cannot be installed, it never fires.
   """
 
@@ -250,11 +315,11 @@ class StopRequest:
   def _handle(self, signum, frame):
     del frame
     name = signal.Signals(signum).name
-    if self.signum is not None:
-      self._restore()
-      signal.raise_signal(signum)
-      return
     self.signum = signum
+    # A Python handler runs only between bytecodes of the main thread; the
+    # default action of a second signal acts at once.
+    for s in self.SIGNALS:
+      signal.signal(s, signal.SIG_DFL)
     os.write(2, (f'\n{name} received: saving a checkpoint at the end of the current '
                  f'round, then stopping (send {name} again to stop at once without '
                  'saving)\n').encode())

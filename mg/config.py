@@ -69,10 +69,15 @@ def validate(config) -> None:
   _check(len(set(methods)) == len(methods), f'methods={methods}: a method is repeated')
   _check(config.model.name in models.NAMES,
          f'model.name={config.model.name!r}: expected one of {models.NAMES}')
+  _check(config.meta.local_steps != 0,
+         'meta.local_steps=0: every method trains with K local steps per round, and '
+         'K = 0 leaves the meta-model where it started (it would report the initial '
+         'model); use an integer >= 1')
   for field in ('repeats', 'eval_every', 'meta.rounds', 'meta.tasks_per_round',
-                'model.gate_hidden', 'checkpoint_every', 'keep_checkpoints'):
+                'meta.local_steps', 'model.gate_hidden', 'checkpoint_every',
+                'keep_checkpoints'):
     _positive_int(config, field)
-  for field in ('seed', 'meta.local_steps', 'meta.batch_size', 'adapt.batch_size',
+  for field in ('seed', 'meta.batch_size', 'adapt.batch_size',
                 'debug_nan_round'):
     _positive_int(config, field, allow_zero=True)
   for field in ('resume', 'progress', 'meta.compare_unaccelerated'):
@@ -158,6 +163,30 @@ def validate_dataset(config, labels, num_classes: int, name: str = '') -> None:
          f'least {share} of its samples, but class {smallest} has only '
          f'{per_class[smallest]} samples in {about}; lower data.min_samples or '
          'data.num_tasks')
+
+
+def validate_tasks(config, fed) -> None:
+  """Checks the minibatch sizes against the drawn tasks, before any training.
+
+  A minibatch is drawn with replacement, so a batch larger than a task only
+  repeats its examples at a larger cost (``meta.batch_size=100000`` on tasks of
+  28 examples runs for minutes); each must be at most the largest task's
+  support split (0: the whole split).
+
+  Args:
+    config: the experiment config.
+    fed: the ``mg.data.FederatedData`` of the partition.
+
+  Raises:
+    ConfigError: naming the field and the sizes.
+  """
+  for field, tasks, what in (
+      ('meta.batch_size', fed.train_support, 'meta-training task'),
+      ('adapt.batch_size', fed.target_support, 'target task')):
+    batch, largest = _get(config, field), int(np.max(np.asarray(tasks.count)))
+    _check(batch <= largest,
+           f'{field}={batch} is more than the {largest} support examples of the largest '
+           f'{what}; use at most {largest} (or 0 for the whole support split)')
 
 
 # Fields that change how a run is carried out, not what it computes: a run may

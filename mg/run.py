@@ -33,9 +33,12 @@ What a checkpoint holds (``Ledger``):
   evaluation rounds of MetaGater w/o gating: saved, not recomputed);
 * ``progress`` (JSON): the repeat, the method training and its rounds done,
   its curve, losses and round times so far, every finished method's summary
-  and curve (finished methods are not retrained), the length of
-  ``metrics.jsonl`` at the save (the log is cut back to it on resume), the
-  config, and a digest of ``arrays``.
+  and curve (finished methods are not retrained), the text of
+  ``metrics.jsonl`` at the save (the log is rewritten to it on resume), the
+  config (the workdir's config of record), and a digest of ``arrays``.
+
+A workdir holds one run at a time (``mg.workdir.Lock``); ``config.json`` is
+written only once a run is accepted (config checked, data loaded).
 """
 
 from __future__ import annotations
@@ -43,7 +46,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import shutil
 import statistics
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -56,9 +58,9 @@ from mg import data as data_lib
 from mg import methods as methods_lib
 from mg import report
 from mg import train as train_lib
+from mg import workdir as workdir_lib
 from mg.federated import mapping
 from mg.federated import sharding
-from mg.report.serialize import atomic_write_text
 
 # MetaSNIP needs MetaGater's sparsity and MetaGater w/o gating's backbone.
 ORDER = ('fedavg', 'perfedavg_fo', 'perfedavg_hf', 'metagater_nogate', 'metagater',
@@ -89,12 +91,18 @@ def run(config, workdir: str) -> dict:
   Raises:
     ConfigError, DataError: a bad config (before any work starts), or a
       workdir holding another config while ``config.resume`` is set.
+    mg.workdir.WorkdirError: the workdir is held by another run, or cannot
+      hold this one (not a folder, not writable, an entry of the wrong kind).
+    mg.checkpoint.CheckpointError: a checkpoint could not be written (the
+      previous ones stay usable).
     mg.checkpoint.Interrupted: SIGINT/SIGTERM arrived; a checkpoint was saved.
   """
   config_lib.validate(config)
-  with ckpt_lib.StopRequest() as stop:
-    prepare_workdir(config, workdir)
+  with workdir_lib.Lock(workdir), ckpt_lib.StopRequest() as stop:
+    restored = prepare_workdir(config, workdir)
     fed, partition, info = build_data(config)
+    config_lib.validate_tasks(config, fed)
+    accept_workdir(config, workdir)
     print(data_lib.describe(partition), flush=True)
     print(f"dataset {info['name']}: {info['num_examples']} images "
           f"{tuple(info['input_shape'])}, {info['num_classes']} classes "
@@ -109,11 +117,11 @@ def run(config, workdir: str) -> dict:
     store = ckpt_lib.Store(os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR),
                            config.keep_checkpoints)
     try:
-      ledger = resume_ledger(config, store, workdir)
+      ledger = resume_ledger(restored, store, workdir)
       with report.MetricsLog(os.path.join(workdir, 'metrics.jsonl')) as log:
 
         def save(where):
-          store.save(*ledger.checkpoint(config, os.path.getsize(log.path), where))
+          store.save(*ledger.checkpoint(config, log.path.read_text(), where))
 
         for repeat in range(ledger.repeat, config.repeats):
           ledger.begin_repeat(repeat)
@@ -148,10 +156,12 @@ def write_outputs(config, workdir, names, ledger, partition, info, strategy) -> 
            'output_sha256': {m: h for m, h in hashes.items() if any(h)},
            'resumes': ledger.resumes}
   markdown = report.write_results(workdir, rows, partition.stats(), extra=extra)
-  report.plot_curves(os.path.join(workdir, 'curves.png'), mean_curves,
-                     title=f"{info['name']}: target accuracy after fast adaptation")
-  report.plot_losses(os.path.join(workdir, 'loss.png'), mean_losses,
-                     title=f"{info['name']}: meta-training loss per round")
+  if mean_curves:  # none when every method diverged before its first evaluation
+    report.plot_curves(os.path.join(workdir, 'curves.png'), mean_curves,
+                       title=f"{info['name']}: target accuracy after fast adaptation")
+  if mean_losses:
+    report.plot_losses(os.path.join(workdir, 'loss.png'), mean_losses,
+                       title=f"{info['name']}: meta-training loss per round")
   report.plot_sparsity(os.path.join(workdir, 'sparsity.png'),
                        {r['method']: r['target_sparsity'] for r in rows
                         if r.get('target_sparsity')})
@@ -171,30 +181,43 @@ def _mean_curve(curves: list) -> dict:
                            else np.array(shared[0]['accuracy_std'])).tolist()}
 
 
-def prepare_workdir(config, workdir: str) -> None:
-  """Checks that ``workdir`` may hold this run and writes ``config.json``.
+def prepare_workdir(config, workdir: str) -> Optional[ckpt_lib.Restored]:
+  """Checks that ``workdir`` may hold this run; changes nothing in it.
 
-  A workdir whose ``config.json`` differs from ``config`` (beyond the fields
-  of ``config_lib.RESUMABLE_FIELDS``) is refused while ``config.resume`` is
-  set; with ``resume=False`` its checkpoints and outputs are deleted.
+  The workdir's config of record (its newest readable checkpoint's, else its
+  ``config.json``) must equal ``config`` beyond the fields of
+  ``config_lib.RESUMABLE_FIELDS`` while ``config.resume`` is set.
+
+  Returns:
+    The checkpoint to resume from (None: start afresh).
+
+  Raises:
+    mg.workdir.WorkdirError: a workdir entry of the wrong kind.
+    ConfigError: the workdir holds a run of another config.
   """
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, 'config.json')
-  if config.resume and os.path.exists(path):
-    with open(path) as f:
-      saved = f.read()
+  workdir_lib.check_layout(workdir)
+  if not config.resume:
+    return None
+  restored = workdir_lib.restore(workdir, config.keep_checkpoints)
+  record = workdir_lib.config_of_record(workdir, restored)
+  if record is not None:
     try:
-      diffs = config_lib.differences(saved, config)
+      diffs = config_lib.differences(record, config)
     except json.JSONDecodeError:
       diffs = ['config.json: unreadable']
     if diffs:
       raise config_lib.ConfigError(_other_config_message(workdir, diffs))
+  return restored
+
+
+def accept_workdir(config, workdir: str) -> None:
+  """The run is accepted (its data loaded): ``config.json``, a fresh start if asked.
+
+  With ``resume=False`` the workdir's checkpoints and outputs are deleted.
+  """
   if not config.resume:
-    shutil.rmtree(os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR), ignore_errors=True)
-    for name in _OUTPUTS:
-      if os.path.exists(os.path.join(workdir, name)):
-        os.remove(os.path.join(workdir, name))
-  atomic_write_text(path, config.to_json_best_effort(indent=2, sort_keys=True))
+    workdir_lib.clear(workdir, _OUTPUTS)
+  workdir_lib.write_config(workdir, config)
 
 
 def _other_config_message(workdir, diffs) -> str:
@@ -291,7 +314,7 @@ class Ledger:
     return {t: ckpt_lib.restore_like(output_like, leaves, f'{method} output {t}')
             for t, leaves in sorted(self.outputs.get(method, {}).items())}
 
-  def checkpoint(self, config, log_bytes: int, where: str):
+  def checkpoint(self, config, log_text: str, where: str):
     """``(arrays, progress)`` for ``Store.save``."""
     arrays = {'rng': self.rng}
     if self.states:
@@ -302,25 +325,17 @@ class Ledger:
     progress = dict(
         format=1, where=where, repeat=self.repeat, current=self.current,
         done={str(r): {m: list(v) for m, v in ms.items()} for r, ms in self.done.items()},
-        log_bytes=log_bytes, resumes=self.resumes,
+        log=log_text, log_bytes=len(log_text.encode()), resumes=self.resumes,
         config=json.loads(config.to_json_best_effort()))
     return arrays, report.to_jsonable(progress)
 
 
-def resume_ledger(config, store: ckpt_lib.Store, workdir: str) -> Ledger:
-  """The ledger of the newest readable checkpoint (or a fresh one); cuts the log back."""
-  restored = store.restore_latest() if config.resume else None
-  log_path = os.path.join(workdir, 'metrics.jsonl')
+def resume_ledger(restored, store: ckpt_lib.Store, workdir: str) -> Ledger:
+  """The ledger of checkpoint ``restored`` (or a fresh one); restores the log to it."""
+  workdir_lib.restore_log(workdir, None if restored is None else restored.progress)
   if restored is None:
-    if os.path.exists(log_path):
-      os.truncate(log_path, 0)
     return Ledger()
-  diffs = config_lib.differences(json.dumps(restored.progress['config']), config)
-  if diffs:
-    raise config_lib.ConfigError(_other_config_message(workdir, diffs))
   ledger = Ledger.from_checkpoint(restored)
-  if os.path.exists(log_path):
-    os.truncate(log_path, min(restored.progress['log_bytes'], os.path.getsize(log_path)))
   print(f'resuming from {ledger.resumes[-1]} ({store.directory})', flush=True)
   return ledger
 
@@ -476,27 +491,45 @@ def run_repeat(config, runners, fed, repeat, log, ledger=None, save=None,
   return out
 
 
+_STAGE_REASONS = {
+    'training': 'non-finite loss or parameters, or a loss above '
+                f'{train_lib.LOSS_BOUND:g} x the first round\'s',
+    'adaptation': 'non-finite parameters after fast adaptation at a target',
+    'evaluation': 'non-finite logits at a target evaluation',
+}
+
+
+def _diverged(summary, name, t, stage, repeat, kept, log):
+  """Marks ``summary`` diverged at round ``t`` in ``stage``; says so once."""
+  kept = ('' if kept is None else
+          f', kept its last good state (round {kept}) in the checkpoint')
+  print(f'{name}: diverged at round {t} of repeat {repeat + 1} ({stage}: '
+        f'{_STAGE_REASONS[stage]}): stopped it{kept} and marked its results diverged',
+        flush=True)
+  summary.update(diverged=True, diverged_round=t, diverged_stage=stage, accuracy=None,
+                 target_accuracy=[], sparsity=None, target_sparsity=None,
+                 macs_ratio=None, adapt_time_s=None)
+  log.write(name, t, repeat=repeat, event='diverged', stage=stage)
+  return summary
+
+
 def _summarize_training(config, method, result, evaluate, train_data, name, log, repeat):
   times = result.round_times
   summary = dict(rounds=config.meta.rounds, local_steps=method.local_steps,
                  train_time_s=float(sum(times)), losses=result.losses,
                  diverged=result.diverged_round is not None)
   if result.diverged_round is not None:
-    print(f'{name}: diverged at round {result.diverged_round} of repeat {repeat + 1} '
-          '(non-finite loss or parameters): stopped it, kept its last good state '
-          f'(round {result.rounds_done}) in the checkpoint and marked its results '
-          'diverged', flush=True)
-    summary.update(diverged_round=result.diverged_round, accuracy=None,
-                   target_accuracy=[], sparsity=None, target_sparsity=None,
-                   macs_ratio=None, adapt_time_s=None)
-    log.write(name, result.diverged_round, repeat=repeat, event='diverged')
-    return summary, result.curve
+    return _diverged(summary, name, result.diverged_round, result.diverged_stage, repeat,
+                     result.rounds_done, log), result.curve
   steady = times[1:] or times
   seconds = statistics.median(steady)
   batch = config.meta.batch_size or float(np.mean(np.asarray(train_data.count)))
   images = config.meta.tasks_per_round * method.local_steps * method.images_per_step * batch
   output = method.algorithm.output(result.state)
   scores = evaluate(output, config.meta.rounds, time_it=True)
+  if scores.nonfinite:
+    return _diverged(summary, name, config.meta.rounds, scores.nonfinite, repeat,
+                     result.rounds_done, log), result.curve
   summary.update(_scores_summary(scores), seconds_per_round=seconds,
                  images_per_second=images / seconds if images else None,
                  compile_s=max(times[0] - seconds, 0.0),
@@ -529,10 +562,11 @@ def _snip_sparsity(out):
 
 
 def _not_run(method, base, reason: str):
-  print(f'{method.name}: not run: {reason}; its results are marked diverged', flush=True)
+  print(f'{method.name}: not run: {reason}; its results read "not run"', flush=True)
   summary = dict(rounds=base['rounds'], local_steps=base['local_steps'],
-                 train_time_s=None, diverged=True, accuracy=None, target_accuracy=[],
-                 sparsity=None, target_sparsity=None, macs_ratio=None, adapt_time_s=None)
+                 train_time_s=None, diverged=False, not_run=reason, accuracy=None,
+                 target_accuracy=[], sparsity=None, target_sparsity=None,
+                 macs_ratio=None, adapt_time_s=None)
   return summary, {'round': [], 'accuracy_mean': [], 'accuracy_std': [],
                    'sparsity_mean': []}
 
@@ -553,6 +587,10 @@ def _adapt_only(config, method, outputs, out, evaluate, repeat, log):
   rounds = sorted(outputs[backbone])
   for t in rounds:
     scores = evaluate(outputs[backbone][t], t, time_it=(t == rounds[-1]))
+    if scores.nonfinite:
+      summary = dict(rounds=base['rounds'], local_steps=base['local_steps'],
+                     train_time_s=base['train_time_s'])
+      return _diverged(summary, method.name, t, scores.nonfinite, repeat, None, log), curve
     curve['round'].append(t)
     curve['accuracy_mean'].append(float(np.mean(scores.accuracy)))
     curve['accuracy_std'].append(float(np.std(scores.accuracy)))

@@ -2,7 +2,9 @@
 
 The loop around a compiled ``round`` (``mg.federated.make_round``): per-round
 keys from ``fold_in(key, t)``, a divergence guard (a non-finite loss or
-parameter stops the method and marks it diverged), a target evaluation every
+parameter, a loss above ``LOSS_BOUND`` times the first round's, or non-finite
+adapted parameters or logits at a target evaluation stop the method and mark
+it diverged, with the stage and round), a target evaluation every
 ``eval_every`` rounds (the convergence curves of the paper's Fig. 4), and
 timings (Table 1's training time, seconds per round, images per second).
 It resumes from a ``TrainResult`` (a checkpoint), hands its progress to a
@@ -24,6 +26,10 @@ from mg import adapt
 from mg import models
 from mg.federated import local
 
+# A round's loss above this multiple of the first round's counts as divergence:
+# finite, but the model has left any useful region (meta.local_lr=1e6 gives 1e27).
+LOSS_BOUND = 1e6
+
 
 class TargetScores(NamedTuple):
   """Per-target results of fast adaptation (numpy arrays over targets)."""
@@ -31,6 +37,9 @@ class TargetScores(NamedTuple):
   sparsity: Optional[np.ndarray]
   macs_ratio: Optional[float]
   adapt_time_s: float        # median compiled adaptation time per target
+  # Where a target first turned non-finite: 'adaptation' (the adapted
+  # parameters) or 'evaluation' (the logits); None when every value is finite.
+  nonfinite: Optional[str] = None
 
 
 class TrainResult(NamedTuple):
@@ -47,6 +56,7 @@ class TrainResult(NamedTuple):
   outputs: dict              # round -> output params at evaluation rounds
   rounds_done: int = 0       # the last round whose state is ``state``
   stopped: bool = False      # stopped early because ``should_stop()`` was true
+  diverged_stage: Optional[str] = None  # 'training' | 'adaptation' | 'evaluation'
 
 
 def empty_curve() -> dict:
@@ -70,7 +80,8 @@ def make_target_fns(method):
 
   @jax.jit
   def adapt_one(params, support, target, key, sparsity):
-    return method.adapt(params, local.task_slice(support, target), key, sparsity)
+    params_j, info = method.adapt(params, local.task_slice(support, target), key, sparsity)
+    return params_j, info, adapt.all_finite(params_j)
 
   @jax.jit
   def eval_one(params, query, target):
@@ -90,16 +101,17 @@ def evaluate_targets(method, fns, params, support, query, key, sparsity=0.0,
   adapt_one, eval_one = fns
   num_targets = support.count.shape[0]
   sparsity = jnp.asarray(sparsity, jnp.float32)
-  results, times = [], []
+  results, times, stage = [], [], None
   for t in range(num_targets):
     target_key = jax.random.fold_in(key, t)
     if time_it and t == 0:
       jax.block_until_ready(adapt_one(params, support, t, target_key, sparsity))
     start = time.perf_counter()
-    params_j, info = adapt_one(params, support, t, target_key, sparsity)
+    params_j, info, finite = adapt_one(params, support, t, target_key, sparsity)
     jax.block_until_ready(params_j)
     times.append(time.perf_counter() - start)
     results.append((eval_one(params_j, query, t), info))
+    stage = stage or _nonfinite_stage(finite, results[-1][0].finite)
   accuracy = np.array([float(r.accuracy) for r, _ in results])
   gated = bool(method.model.gated_layers)
   sparsity_out, macs = None, None
@@ -111,7 +123,13 @@ def evaluate_targets(method, fns, params, support, query, key, sparsity=0.0,
     sparsity_out = 1.0 - kept
     macs = float(np.mean([snip_macs_ratio(method, k) for k in kept]))
   return TargetScores(accuracy, sparsity_out, macs,
-                      statistics.median(times) if time_it else float('nan'))
+                      statistics.median(times) if time_it else float('nan'), stage)
+
+
+def _nonfinite_stage(params_finite, logits_finite) -> Optional[str]:
+  if not bool(params_finite):
+    return 'adaptation'
+  return None if bool(logits_finite) else 'evaluation'
 
 
 def snip_macs_ratio(method, kept_fraction: float) -> float:
@@ -155,14 +173,17 @@ def train(method, state, round_fn, data, key, *, rounds, eval_every,
     nan_at_round: fault injection: NaN parameters enter round ``t`` (0: never).
 
   Returns:
-    A ``TrainResult``; on divergence (a non-finite loss or parameter) the state
-    is the last finite one and ``diverged_round`` the round that failed.
+    A ``TrainResult``; on divergence the state is the last good one and
+    ``diverged_round`` / ``diverged_stage`` say which round failed and where:
+    ``'training'`` (a non-finite loss or parameter, or a loss above
+    ``LOSS_BOUND`` times the first round's), ``'adaptation'`` or
+    ``'evaluation'`` (non-finite adapted parameters or logits at a target).
   """
   progress = resume if resume is not None else fresh(state)
   state = progress.state
   curve = {k: list(v) for k, v in progress.curve.items()}
   losses, round_times = list(progress.losses), list(progress.round_times)
-  outputs, diverged = dict(progress.outputs), None
+  outputs, diverged, stage = dict(progress.outputs), None, None
   done = progress.rounds_done
   for t in range(done + 1, rounds + 1):
     start_time = time.perf_counter()
@@ -171,8 +192,9 @@ def train(method, state, round_fn, data, key, *, rounds, eval_every,
     diagnostics = jax.device_get(diagnostics)
     round_times.append(time.perf_counter() - start_time)
     loss = float(diagnostics.get('loss', 0.0))
-    if not (bool(diagnostics['finite']) and np.isfinite(loss)):
-      diverged = t
+    if not (bool(diagnostics['finite']) and np.isfinite(loss)) or (
+        losses and abs(loss) > LOSS_BOUND * max(abs(losses[0]), 1e-12)):
+      diverged, stage = t, 'training'
       if on_round:
         on_round(t, diagnostics, None)
       break
@@ -182,6 +204,11 @@ def train(method, state, round_fn, data, key, *, rounds, eval_every,
     if evaluate is not None and (t % eval_every == 0 or t == rounds):
       output = method.algorithm.output(state)
       scores = evaluate(output, t)
+      if scores.nonfinite:
+        diverged, stage = t, scores.nonfinite
+        if on_round:
+          on_round(t, diagnostics, None)
+        break
       if keep_outputs:
         outputs[t] = output
       curve['round'].append(t)
@@ -197,4 +224,5 @@ def train(method, state, round_fn, data, key, *, rounds, eval_every,
         checkpoint(TrainResult(state, curve, losses, round_times, None, outputs, t))
     if stop and t < rounds:
       return TrainResult(state, curve, losses, round_times, None, outputs, t, True)
-  return TrainResult(state, curve, losses, round_times, diverged, outputs, done)
+  return TrainResult(state, curve, losses, round_times, diverged, outputs, done,
+                     diverged_stage=stage)

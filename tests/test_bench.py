@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIELDS = ('strategy', 'model', 'tasks_per_round', 'local_steps', 'batch_size',
           'seconds_per_round', 'compile_seconds', 'images_per_second',
@@ -41,3 +43,20 @@ def test_bench_rows_and_last_line_json():
   assert rows[0]['mapping'] == 'fused'
   assert rows[1]['mapping'] == rows[2]['mapping'] == 'loop'  # the CPU default for a CNN
   assert '| strategy   | metagater    | fused' in out  # the table
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--rounds=0', '--rounds=0: time at least 1 round per row'),
+    ('--methods=nope', "--methods: 'nope' is not a method with its own round"),
+    ('--scale_tasks=abc', "--scale_tasks=abc: 'abc' is not an integer >= 1"),
+    ('--scale_tasks=0', "--scale_tasks=0: '0' is not an integer >= 1"),
+    ('--config.meta.roundz=3', "the config has no field 'roundz'"),
+])
+def test_bad_flags_stop_before_any_work_in_one_line(flag, message):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.bench', '--config=configs/test.py', flag],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], lines
+  assert proc.stdout == ''  # nothing measured

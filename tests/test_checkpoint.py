@@ -5,9 +5,13 @@ tiny quadratic problem (no network to compile); the end-to-end kill-and-resume
 test of the entry point is in ``tests/test_resume.py``.
 """
 
+import errno
 import glob
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -142,12 +146,34 @@ def test_stop_request_turns_a_signal_into_a_flag_and_restores_handlers():
   assert error.exit_code == 143 and 'round 4 of metagater' in str(error)
 
 
-def test_a_second_sigint_stops_at_once():
-  with checkpoint.StopRequest() as stop:
-    os.kill(os.getpid(), signal.SIGINT)
-    assert stop.signum == signal.SIGINT
-    with pytest.raises(KeyboardInterrupt):
-      os.kill(os.getpid(), signal.SIGINT)
+_SECOND_SIGNAL = """
+import time
+from mg import checkpoint
+with checkpoint.StopRequest() as stop:
+  print('ready', flush=True)
+  while not stop:
+    time.sleep(0.01)
+  print('first', flush=True)
+  sum(range(10**12))  # a long native call, as in the final writing: no handler runs
+print('finished', flush=True)
+"""
+
+
+def test_a_second_sigint_stops_at_once_even_inside_a_native_call():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.Popen([sys.executable, '-c', _SECOND_SIGNAL], cwd=root,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    assert proc.stdout.readline() == 'ready\n'
+    proc.send_signal(signal.SIGINT)
+    assert proc.stdout.readline() == 'first\n'
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=10)
+  finally:
+    proc.kill()
+  assert proc.returncode == -signal.SIGINT
+  assert 'send SIGINT again to stop at once' in proc.stderr.read()
 
 
 class _Quadratic:
@@ -212,3 +238,32 @@ def test_train_reports_the_round_of_an_injected_nan_and_keeps_the_last_good_stat
   assert np.all(np.isfinite(result.state.params['x']))
   assert all(np.all(np.isfinite(p.state.params['x'])) for p in saved)
   assert [p.rounds_done for p in saved] == [1, 2, 3]
+
+
+def test_a_disk_full_during_a_save_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  store = checkpoint.Store(str(tmp_path / 'ck'), keep=3)
+  for value in (1, 2):
+    store.save(_arrays(value), {'where': f'round {value}'})
+
+  async def no_space(self, x, directory):
+    del self, x, directory
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  handler = checkpoint.ocp.handlers.JsonCheckpointHandler
+  monkeypatch.setattr(handler, '_save_fn', no_space)
+  with pytest.raises(checkpoint.CheckpointError) as error:
+    store.save(_arrays(3), {'where': 'round 3'})
+  store.close()
+  message = str(error.value)
+  assert 'could not write checkpoint 3' in message and 'the disk is full' in message
+  assert 'checkpoint 2' in message and 'rerun the same command' in message
+  assert '\n' not in message
+  monkeypatch.undo()
+  reopened = checkpoint.Store(str(tmp_path / 'ck'), keep=3)
+  assert reopened.steps() == [1, 2]
+  assert reopened.restore_latest().progress['where'] == 'round 2'
+  assert reopened.save(_arrays(3), {'where': 'round 3'}) == 3
+  reopened.close()
+  # The unfinished save is gone (removed in the background when a store opens).
+  assert sorted(os.listdir(tmp_path / 'ck')) == ['1', '2', '3']
+

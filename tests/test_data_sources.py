@@ -89,6 +89,14 @@ def test_raw_mnist_all_concatenates_train_then_test(tmp_path):
   np.testing.assert_array_equal(test_only.labels, test_labels)
 
 
+def test_auto_with_an_incomplete_set_says_which_file_is_missing(tmp_path):
+  write_mnist(tmp_path, 'test', 3)
+  (tmp_path / 't10k-labels-idx1-ubyte.gz').unlink()
+  with pytest.raises(mg.data.DataError) as err:
+    mg.data.load(data_config(name='mnist', dir=str(tmp_path)))
+  assert 't10k-labels-idx1-ubyte[.gz] is missing' in str(err.value)
+
+
 def test_raw_mnist_train_missing_says_which_files(tmp_path):
   write_mnist(tmp_path, 'test', 3)
   with pytest.raises(mg.data.DataError, match='train-images-idx3-ubyte'):
@@ -101,6 +109,7 @@ def test_raw_mnist_train_missing_says_which_files(tmp_path):
     ('truncated', 'truncated or corrupt'),
     ('count', 'labels'),
     ('labels_missing', 'only one of the two files'),
+    ('deflate', 'is damaged: its compressed data does not decompress'),  # zlib.error
 ])
 def test_raw_mnist_wrong_files(tmp_path, corrupt, message):
   images, labels = write_mnist(tmp_path, 'test', 4)
@@ -114,6 +123,11 @@ def test_raw_mnist_wrong_files(tmp_path, corrupt, message):
       f.write(blob[:-2])
   elif corrupt == 'count':
     write_idx(label_path, labels[:3])
+  elif corrupt == 'deflate':
+    write_idx(label_path, labels)
+    blob = bytearray(gzip.compress(gzip.open(label_path).read()))  # a 10-byte header
+    blob[10] = 0xff  # the first deflate block header: an invalid block type
+    label_path.write_bytes(bytes(blob))
   else:
     label_path.unlink()
   with pytest.raises(mg.data.DataError, match=message):

@@ -97,25 +97,33 @@ def test_killed_run_resumes_to_the_results_of_the_uninterrupted_run(env, referen
   steps = _steps(workdir)
   assert len(steps) >= 3
 
-  # The same workdir with another config is refused, and nothing is touched.
-  proc = _main(env, workdir, '--config.meta.rounds=7')
+  # The same workdir with another config is refused, and nothing is touched; the
+  # checkpoint's config is the record, even with config.json gone (issue 15, 2).
+  (workdir / 'config.json').unlink()
+  proc = _main(env, workdir, '--config.meta.rho=0.5')
   assert proc.returncode == 1
-  assert 'meta.rounds: 6 -> 7' in proc.stderr and '--config.resume=False' in proc.stderr
+  assert 'meta.rho: 0.01 -> 0.5' in proc.stderr and '--config.resume=False' in proc.stderr
   assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
-  assert _steps(workdir) == steps
+  assert _steps(workdir) == steps and not (workdir / 'config.json').exists()
+  # A damaged log (lines repeated, a stray line) is rewritten to the checkpoint's rounds.
+  log = (workdir / 'metrics.jsonl').read_text()
+  (workdir / 'metrics.jsonl').write_text(log + log + '{"method": "stray", "round": 9}\n')
 
-  # The newest checkpoint is damaged: the resume falls back to the one before.
+  # The newest checkpoint is truncated: the resume falls back to the one before,
+  # quietly (no 'Event loop is closed' tracebacks from the abandoned read).
   newest = steps[-1]
   damaged = glob.glob(str(workdir / 'checkpoints' / str(newest) / 'arrays' / '**' / 'd' / '*'),
                       recursive=True)
   assert damaged
   for path in damaged:
-    with open(path, 'wb') as f:
-      f.write(b'\0' * 16)
+    os.truncate(path, 5)
   proc = _main(env, workdir)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f'warning: checkpoint {newest} is unreadable' in proc.stdout
   assert f'resuming from checkpoint {newest - 1}:' in proc.stdout
+  assert 'Event loop is closed' not in proc.stdout + proc.stderr
+  assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  assert json.loads((workdir / 'config.json').read_text())['meta']['rho'] == 0.01
 
   expected, got = _results(reference), _results(workdir)
   assert _compared(got) == _compared(expected)
@@ -135,12 +143,18 @@ def test_injected_nan_stops_the_method_and_marks_it_diverged(env, reference, tmp
   assert 'metasnip: not run: metagater, whose sparsity it matches, diverged' in proc.stdout
   rows = {r['method']: r for r in _results(workdir)['rows']}
   assert rows['metagater']['diverged'] and rows['metagater']['diverged_round'] == 3
+  assert rows['metagater']['diverged_stage'] == 'training'
   assert rows['metagater']['accuracy_mean'] is None
-  assert rows['metasnip']['diverged'] and rows['metasnip']['accuracy_mean'] is None
+  # Issue 15, 6: a method that was not run is not a divergence.
+  assert not rows['metasnip']['diverged'] and rows['metasnip']['accuracy_mean'] is None
+  assert rows['metasnip']['not_run'] == 'metagater, whose sparsity it matches, diverged'
   assert not rows['metagater_nogate']['diverged']
   assert 0.0 <= rows['metagater_nogate']['accuracy_mean'] <= 1.0
   markdown = (workdir / 'results.md').read_text()
-  assert markdown.count('diverged') >= 2
+  assert '| MetaGater | 1 | diverged | diverged |' in markdown
+  assert '| MetaSNIP | 1 | not run | not run |' in markdown
+  assert 'MetaGater diverged at round 3 (training)' in markdown
+  assert 'MetaSNIP was not run: metagater, whose sparsity it matches, diverged' in markdown
   # The checkpoints hold only finite states: MetaGater's last good one is round 2.
   from mg import checkpoint  # pylint: disable=import-outside-toplevel
   store = checkpoint.Store(str(workdir / 'checkpoints'), keep=3)

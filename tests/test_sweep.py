@@ -14,12 +14,13 @@ from mg.sweep import program
 from mg.sweep import spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Seed 1 twice (one member diverges next to a healthy one), seed 0 once: two
-# seed groups, one padded.
+# Seed 1 twice (one member diverges in training next to a healthy one), seed 0
+# twice (one member's fast adaptation turns non-finite): two seed groups.
 MEMBERS = {'method': 'metagater', 'members': [
     {'meta.beta': 0.5, 'adapt.lr': 0.1, 'seed': 1},
     {'meta.local_lr': 1e30, 'seed': 1},
     {'meta.rho': 0.1, 'seed': 0},
+    {'adapt.lr': 1e38, 'seed': 0},
 ]}
 SHARDED = r"""
 import json, sys
@@ -79,18 +80,29 @@ def test_member_equals_single_run(swept, test_config, tmp_path):
 
 def test_diverged_member_is_reported_and_isolated(swept):
   out, workdir = swept
-  healthy, nan, other = out['rows']
+  healthy, nan, other, blown = out['rows']
+  # Its meta-model goes non-finite in training by round 2; fast adaptation from
+  # its round-1 meta-model may already fail: the first divergence counts.
   assert nan['diverged'] and nan['diverged_round'] in (1, 2)
+  assert nan['diverged_stage'] in ('training', 'adaptation', 'evaluation')
+  assert nan['diverged_stage'] == 'training' or nan['diverged_round'] == 1
+  # Issue 15, 3: non-finite adaptation is a divergence, not an accuracy.
+  assert blown['diverged'] and blown['diverged_round'] == 1
+  assert blown['diverged_stage'] in ('adaptation', 'evaluation')
+  assert blown['accuracy'] is None and blown['curve']['round'] == []
+  assert all(np.isfinite(blown['losses']))
   assert nan['accuracy'] is None and nan['target_accuracy'] == []
-  assert nan['losses'][nan['diverged_round'] - 1] is None
+  assert None in nan['losses'][:2]
   for row in (healthy, other):
     assert not row['diverged'] and 0.0 <= row['accuracy'] <= 1.0
     assert all(np.isfinite(row['losses']))
     assert row['curve']['round'] == [1, 2]
   on_disk = json.loads((workdir / 'sweep.json').read_text())
-  assert [r['diverged'] for r in on_disk['rows']] == [False, True, False]
+  assert [r['diverged'] for r in on_disk['rows']] == [False, True, False, True]
   assert on_disk['best']['metagater']['hparams']['meta.local_lr'] == 0.05
-  assert f"diverged (round {nan['diverged_round']})" in (workdir / 'sweep.md').read_text()
+  assert (f"diverged (round {nan['diverged_round']}, {nan['diverged_stage']})"
+          in (workdir / 'sweep.md').read_text())
+  assert json.loads((workdir / 'config.json').read_text())['meta']['rounds'] == 2
   assert set(on_disk['fields']) == {'meta.beta', 'meta.local_lr', 'meta.rho', 'adapt.lr',
                                     'seed'}
   for field in ('meta_beta', 'meta_local_lr', 'meta_rho', 'adapt_lr'):
@@ -182,6 +194,19 @@ def test_cli_bad_sweep_file_one_line_error(tmp_path, body, message):
   assert proc.returncode == 1
   assert message in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
   assert proc.stderr.strip().splitlines()[-1].startswith('error: ')
+
+
+def test_cli_misspelt_config_field_one_line_error(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.sweep', '--config=configs/test.py',
+       '--sweep=configs/sweeps/digits.py', '--config.meta.roundz=3',
+       f'--workdir={tmp_path / "out"}'],
+      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines() == [
+      "error: bad --config override: the config has no field 'roundz' (did you mean "
+      "'rounds'?)"]
+  assert not (tmp_path / 'out').exists()
 
 
 def test_load_reports_missing_file_and_function(tmp_path):

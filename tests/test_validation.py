@@ -35,7 +35,8 @@ def _config(test_config, **overrides):
     ('checkpoint_every', 0, 'checkpoint_every=0: expected an integer >= 1'),
     ('keep_checkpoints', 0, 'keep_checkpoints=0: expected an integer >= 1'),
     ('seed', -1, 'seed=-1: expected an integer >= 0'),
-    ('meta.local_steps', -1, 'meta.local_steps=-1: expected an integer >= 0'),
+    ('meta.local_steps', -1, 'meta.local_steps=-1: expected an integer >= 1'),
+    ('meta.local_steps', 0, 'meta.local_steps=0: every method trains with K local steps'),
     ('meta.batch_size', -8, 'meta.batch_size=-8: expected an integer >= 0'),
     ('debug_nan_round', -1, 'debug_nan_round=-1: expected an integer >= 0'),
     ('meta.local_lr', 0.0, 'meta.local_lr=0.0: expected a number > 0'),
@@ -113,8 +114,8 @@ def test_the_real_test_config_passes(test_config):
 
 def test_a_workdir_of_another_config_is_refused_unless_resume_is_off(test_config, tmp_path):
   workdir = str(tmp_path)
-  run_lib.prepare_workdir(test_config, workdir)
-  (tmp_path / 'checkpoints' / '3').mkdir(parents=True)
+  run_lib.accept_workdir(test_config, workdir)
+  (tmp_path / 'checkpoints' / '3').mkdir(parents=True)  # unreadable: config.json is the record
   (tmp_path / 'results.json').write_text('{}')
   # Fields that do not change the results may differ.
   run_lib.prepare_workdir(_config(test_config, checkpoint_every=5, progress=True), workdir)
@@ -126,7 +127,44 @@ def test_a_workdir_of_another_config_is_refused_unless_resume_is_off(test_config
   assert '--config.resume=False' in message and 'fresh --workdir' in message
   assert (tmp_path / 'checkpoints' / '3').exists()
   other.resume = False
-  run_lib.prepare_workdir(other, workdir)
+  assert run_lib.prepare_workdir(other, workdir) is None
+  # Nothing changes until the run is accepted (its data loaded).
+  assert (tmp_path / 'checkpoints' / '3').exists()
+  assert json.loads((tmp_path / 'config.json').read_text())['meta']['rounds'] == 2
+  run_lib.accept_workdir(other, workdir)
   assert not (tmp_path / 'checkpoints').exists()
   assert not (tmp_path / 'results.json').exists()
   assert json.loads((tmp_path / 'config.json').read_text())['meta']['rounds'] == 9
+
+
+def test_the_checkpoint_holds_the_config_of_record(test_config, tmp_path):
+  """Issue 15, 2: a refused command changes nothing, whatever config.json says."""
+  from mg import checkpoint  # pylint: disable=import-outside-toplevel
+  store = checkpoint.Store(str(tmp_path / 'checkpoints'), keep=2)
+  store.save({'rng': np.zeros(2, np.uint32)},
+             {'config': json.loads(test_config.to_json_best_effort())})
+  store.close()
+  other = _config(test_config, **{'meta.rho': 0.5})
+  for config_json in (None, other.to_json_best_effort()):  # missing, or edited
+    if config_json is not None:
+      (tmp_path / 'config.json').write_text(config_json)
+    with pytest.raises(config_lib.ConfigError, match='meta.rho: 0.01 -> 0.5'):
+      run_lib.prepare_workdir(other, str(tmp_path))
+    assert run_lib.prepare_workdir(test_config, str(tmp_path)).step == 1
+  assert (tmp_path / 'config.json').read_text() == other.to_json_best_effort()
+
+
+@pytest.mark.parametrize('field, message', [
+    ('meta.batch_size', 'meta.batch_size=100000 is more than the 28 support examples of '
+     'the largest meta-training task; use at most 28'),
+    ('adapt.batch_size', 'adapt.batch_size=100000 is more than the 23 support examples of '
+     'the largest target task; use at most 23'),
+])
+def test_a_batch_larger_than_every_task_is_refused_with_the_numbers(test_config, test_data,
+                                                                   field, message):
+  fed = test_data[0]
+  largest = int(message.split('use at most ')[1])
+  config_lib.validate_tasks(_config(test_config, **{field: largest}), fed)  # the bound
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.validate_tasks(_config(test_config, **{field: 100000}), fed)
+  assert message in str(error.value)

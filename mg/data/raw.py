@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,9 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
   try:
     with opener(path, 'rb') as f:
       blob = f.read()
+  except zlib.error as err:  # a damaged deflate stream inside a .gz
+    raise DataError(f'{path} is damaged: its compressed data does not decompress '
+                    f'({err}); replace it with the official file.') from err
   except (OSError, EOFError) as err:
     raise DataError(f'{path} could not be read ({err}); replace it with the '
                     'official file.') from err
@@ -100,9 +104,11 @@ def _mnist_split_files(folder: Path, split: str):
   paths = [_idx_path(folder, stem) for stem in MNIST_FILES[split]]
   if all(p is None for p in paths):
     return None
-  if any(p is None for p in paths):
+  missing = [stem for stem, p in zip(MNIST_FILES[split], paths) if p is None]
+  if missing:
     raise DataError(_mnist_missing_message(folder, split)
-                    + ' (only one of the two files is present)')
+                    + f' (only one of the two files is present: {missing[0]}[.gz] is '
+                    'missing)')
   return paths
 
 
@@ -268,6 +274,18 @@ def read_raw(root: Path, name: str, split: str) -> Arrays:
   if name == 'mnist':
     return read_mnist(root, split)
   return read_cifar(root, name, split)
+
+
+def has_any_raw(root: Path, name: str) -> bool:
+  """Whether ``root`` holds any official file of ``name`` (even an incomplete set)."""
+  if not root.is_dir():
+    return False
+  if name == 'mnist':
+    folder = _mnist_folder(root)
+    return any(_idx_path(folder, s) for pair in MNIST_FILES.values() for s in pair)
+  folder = _cifar_folder(root, name)
+  return any((folder / f).is_file() for files in CIFAR_FILES[name][1].values()
+             for f in files)
 
 
 def has_raw(root: Path, name: str, split: str) -> bool:

@@ -12,7 +12,8 @@ against the dataset's :class:`~mg.data.specs.DatasetSpec` and normalises them
   TensorFlow). Nothing is ever downloaded: a copy that is not prepared is a
   :class:`DataError` that says how to prepare one.
 - ``'auto'``: digits for ``name='digits'``; else the raw files if ``data.dir``
-  holds them, else tensorflow-datasets.
+  holds any of them (an incomplete set is an error naming the missing file),
+  else tensorflow-datasets.
 """
 
 from __future__ import annotations
@@ -148,7 +149,9 @@ def _read(cfg) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], str]:
     raise DataError(
         f'data.dir={cfg["dir"]!r} is not a folder; point it at the official '
         f'{name} files or at a tensorflow_datasets folder.')
-  if folder is not None and raw.has_raw(folder, name, split):
+  if folder is not None and (raw.has_raw(folder, name, split)
+                             or raw.has_any_raw(folder, name)):
+    # An incomplete set of official files: the raw reader names what is missing.
     return (*raw.read_raw(folder, name, split), 'raw')
   try:
     return (*read_tfds(name, split, data_dir), 'tfds')

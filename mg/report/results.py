@@ -24,7 +24,7 @@ ROW_KEYS = (
     'method', 'accuracy_mean', 'accuracy_std', 'accuracy_std_over',
     'sparsity_mean', 'sparsity_std', 'macs_ratio', 'train_time_s',
     'adapt_time_s', 'rounds', 'local_steps', 'repeats', 'diverged',
-    'diverged_round', 'target_accuracy', 'target_sparsity',
+    'diverged_round', 'diverged_stage', 'not_run', 'target_accuracy', 'target_sparsity',
     'seconds_per_round', 'images_per_second', 'compile_s')
 
 # Keys set to None when a repeat diverged: numbers a fault may have corrupted.
@@ -85,7 +85,10 @@ def summarize(method: str, repeats: Sequence[dict]) -> dict:
       a fraction), ``target_accuracy`` (list per target), ``sparsity`` (mean
       channel sparsity over targets, or None), ``target_sparsity`` (list or
       None), ``macs_ratio`` (or None), ``train_time_s``, ``adapt_time_s``,
-      ``rounds``, ``local_steps``, ``diverged`` and optionally ``diverged_round``.
+      ``rounds``, ``local_steps``, ``diverged`` and optionally ``diverged_round``
+      and ``diverged_stage`` (``'training'``, ``'adaptation'`` or
+      ``'evaluation'``), or ``not_run`` (why the method was not run: its metrics
+      are None and it is not a divergence).
 
   Returns:
     A dict with every key of `ROW_KEYS`:
@@ -101,10 +104,12 @@ def summarize(method: str, repeats: Sequence[dict]) -> dict:
         the repeats that report them (None where none does).
       ``rounds``, ``local_steps``: the settings (a list if repeats disagree).
       ``repeats``: the count; ``diverged``: any repeat diverged (or produced a
-        non-finite accuracy), ``diverged_round``: the earliest reported round.
+        non-finite accuracy), ``diverged_round``: the earliest reported round,
+        ``diverged_stage``: the stage of that round; ``not_run``: the reason
+        when a repeat was not run (not a divergence).
       ``target_accuracy``, ``target_sparsity``: per-target lists pooled over
         repeats (``target_sparsity`` None when the method has no gates).
-    When a repeat diverged, every key of `METRIC_KEYS` is None.
+    When a repeat diverged or was not run, every key of `METRIC_KEYS` is None.
 
   Raises:
     ValueError: for no repeats, or a repeat with neither accuracy nor a
@@ -112,17 +117,23 @@ def summarize(method: str, repeats: Sequence[dict]) -> dict:
   """
   if not repeats:
     raise ValueError(f'summarize({method!r}) needs at least one repeat')
-  faults = [_faulted(repeat) for repeat in repeats]
-  fault_rounds = [repeat.get('diverged_round') for repeat, fault in zip(repeats, faults)
-                  if fault and repeat.get('diverged_round') is not None]
   row = dict.fromkeys(ROW_KEYS)
+  row.update(method=str(method), rounds=_setting(repeats, 'rounds'),
+             local_steps=_setting(repeats, 'local_steps'), repeats=len(repeats),
+             diverged=False)
+  not_run = [repeat['not_run'] for repeat in repeats if repeat.get('not_run')]
+  if not_run:
+    row.update(not_run=str(not_run[0]))
+    return row
+  faults = [_faulted(repeat) for repeat in repeats]
+  fault_rounds = sorted([(repeat['diverged_round'], repeat.get('diverged_stage'))
+                         for repeat, fault in zip(repeats, faults)
+                         if fault and repeat.get('diverged_round') is not None],
+                        key=lambda round_stage: round_stage[0])
   row.update(
-      method=str(method),
-      rounds=_setting(repeats, 'rounds'),
-      local_steps=_setting(repeats, 'local_steps'),
-      repeats=len(repeats),
       diverged=any(faults),
-      diverged_round=int(min(fault_rounds)) if fault_rounds else None)
+      diverged_round=int(fault_rounds[0][0]) if fault_rounds else None,
+      diverged_stage=fault_rounds[0][1] if fault_rounds else None)
   if row['diverged']:
     return row
 

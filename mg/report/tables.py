@@ -23,6 +23,7 @@ DISPLAY_NAMES = {
 MISSING_MD = '—'
 MISSING_TEXT = '-'
 DIVERGED = 'diverged'
+NOT_RUN = 'not run'
 
 
 def display_name(method: str) -> str:
@@ -75,7 +76,7 @@ def _accuracy(row: dict, missing: str, pm: str, mark: str) -> str:
 
 
 # Columns: (header, cell(row, missing) -> str, is_metric). Metric cells of a
-# diverged row read 'diverged'.
+# diverged row read 'diverged', those of a method not run 'not run'.
 Column = tuple[str, Callable[[dict, str], str], bool]
 
 TABLE1: tuple[Column, ...] = (
@@ -125,8 +126,8 @@ def table_cells(rows: Sequence[dict], columns: Sequence[Column], missing: str) -
   """The header and one list of cell strings per row."""
   cells = [[header for header, _, _ in columns]]
   for row in rows:
-    diverged = bool(row.get('diverged'))
-    cells.append([DIVERGED if diverged and is_metric else cell(row, missing)
+    flag = DIVERGED if row.get('diverged') else NOT_RUN if row.get('not_run') else None
+    cells.append([flag if flag and is_metric else cell(row, missing)
                   for _, cell, is_metric in columns])
   return cells
 
@@ -147,7 +148,8 @@ def format_table(rows: Sequence[dict]) -> str:
 
   Returns:
     Aligned lines: method name left-aligned, numbers right-aligned; '-' where a
-    key does not apply, 'diverged' in place of numbers of a diverged row.
+    key does not apply, 'diverged' (or 'not run') in place of numbers of a
+    diverged row (or of a method that was not run).
   """
   cells = table_cells(rows, TERMINAL, MISSING_TEXT)
   widths = [max(len(line[index]) for line in cells) for index in range(len(cells[0]))]
@@ -202,7 +204,11 @@ def _notes(rows: Sequence[dict]) -> list[str]:
   for row in rows:
     if row.get('diverged'):
       when = f" at round {row['diverged_round']}" if row.get('diverged_round') is not None else ''
-      notes.append(f"{display_name(row['method'])} diverged{when}; its numbers are withheld.")
+      stage = f" ({row['diverged_stage']})" if row.get('diverged_stage') else ''
+      notes.append(f"{display_name(row['method'])} diverged{when}{stage}; its numbers are "
+                   'withheld.')
+    elif row.get('not_run'):
+      notes.append(f"{display_name(row['method'])} was not run: {row['not_run']}.")
   return notes
 
 

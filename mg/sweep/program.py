@@ -17,7 +17,10 @@ both over a leading member axis with ``jax.vmap``:
   dropped;
 * a member whose loss or parameters become non-finite keeps its last finite
   state (``jnp.where`` per member) and records the round: it is reported
-  diverged and touches no other member.
+  diverged and touches no other member. The evaluations record whether each
+  target's adapted parameters and logits were finite, so ``mg.sweep.runner``
+  applies the single run's other divergence rules (non-finite adaptation or
+  evaluation, a loss above ``mg.train.LOSS_BOUND`` times the first round's).
 
 Member ``i`` reproduces ``mg.run.run`` with its config (repeat 0): the same
 partition (from its seed), the same keys (``member_keys``), the same rounds,
@@ -36,7 +39,7 @@ already, which is the same mechanism (hyperparameters as state, not constants).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -172,8 +175,9 @@ class Program(NamedTuple):
       turns non-finite keeps its state, ``alive`` drops and ``diverged_round``
       records ``t``; ``loss`` is NaN for members not alive.
     evaluate: ``evaluate(state, adapt_lr, eval_keys, t, support, query) ->
-      mg.adapt.Evaluation`` of ``(G, M, targets)`` arrays: each member's output
-      model adapted on each target's support split and scored on its query split.
+      (mg.adapt.Evaluation, adapted_finite)`` of ``(G, M, targets)`` arrays: each
+      member's output model adapted on each target's support split and scored on
+      its query split, and whether the adapted parameters were finite.
   """
   step: Any
   evaluate: Any
@@ -205,7 +209,7 @@ def build_program(method, *, num_train: int, tasks_per_round: int, num_targets: 
     params_j, _ = method.adapt(  # Method.adapt is a partial: the lr override traces it.
         alg.output(state), support,
         jax.random.fold_in(jax.random.fold_in(key, t), target), 0.0, lr=lr)
-    return adapt.evaluate(method.model, params_j, query)
+    return adapt.evaluate(method.model, params_j, query), adapt.all_finite(params_j)
 
   # Members innermost, then targets, then seed groups: a member-level batch of a
   # target's (shared) images against per-member weights stays one plain
@@ -231,6 +235,8 @@ class Trace(NamedTuple):
   Attributes:
     eval_rounds: the rounds evaluated (every ``eval_every`` and the last).
     accuracy, sparsity, macs_ratio: ``(E, G, M, targets)`` evaluations.
+    logits_finite, adapted_finite: ``(E, G, M, targets)``: whether the logits
+      and the adapted parameters of each evaluation were finite.
     losses: ``(R, G, M)`` mean local loss per round (NaN once diverged).
     diverged_round: ``(G, M)``: the round a member turned non-finite, 0 if never.
     state: the final stacked state (on the devices).
@@ -242,6 +248,8 @@ class Trace(NamedTuple):
   losses: np.ndarray
   diverged_round: np.ndarray
   state: Any
+  logits_finite: Optional[np.ndarray] = None
+  adapted_finite: Optional[np.ndarray] = None
 
 
 def train(program: Program, members: Members, data: SweepData, *, rounds: int,
@@ -269,7 +277,9 @@ def train(program: Program, members: Members, data: SweepData, *, rounds: int,
   evals, losses, diverged = jax.device_get((evals, losses, diverged))
   return Trace(
       eval_rounds=[t for t, _ in evals],
-      accuracy=np.stack([e.accuracy for _, e in evals]),
-      sparsity=np.stack([e.sparsity for _, e in evals]),
-      macs_ratio=np.stack([e.macs_ratio for _, e in evals]),
-      losses=np.stack(losses), diverged_round=np.asarray(diverged), state=state)
+      accuracy=np.stack([e.accuracy for _, (e, _) in evals]),
+      sparsity=np.stack([e.sparsity for _, (e, _) in evals]),
+      macs_ratio=np.stack([e.macs_ratio for _, (e, _) in evals]),
+      losses=np.stack(losses), diverged_round=np.asarray(diverged), state=state,
+      logits_finite=np.stack([np.asarray(e.finite, bool) for _, (e, _) in evals]),
+      adapted_finite=np.stack([np.asarray(f, bool) for _, (_, f) in evals]))

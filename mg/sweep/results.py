@@ -5,7 +5,7 @@ Files written to the workdir:
 
 * ``sweep.json``: ``rows`` (method, hyperparameters, seed, final mean target
   accuracy, per-target accuracies, sparsity, training curve, losses,
-  diverged / diverged_round), ``best`` per method, the swept fields, timings;
+  diverged / diverged_round / diverged_stage), ``best`` per method, the swept fields, timings;
 * ``sweep.md``: the best configurations and every row, best first;
 * ``sweep_<field>.png`` for each swept hyperparameter: accuracy (%) of every
   member (dots) and of the best setting of the other fields at each value
@@ -86,7 +86,8 @@ def markdown(rows: Sequence[dict], best: dict, fields: Sequence[str], title: str
   for r in ordered:
     values = [_value(r['hparams'].get(f, '—')) for f in hp_fields]
     if r['diverged']:
-      scores = [f"diverged (round {r['diverged_round']})", '—']
+      stage = f", {r['diverged_stage']}" if r.get('diverged_stage') else ''
+      scores = [f"diverged (round {r['diverged_round']}{stage})", '—']
     else:
       scores = [_percent(r['accuracy']), _percent(r['sparsity'])]
     lines.append('| ' + ' | '.join([display_name(r['method']), *values, str(r['seed']),

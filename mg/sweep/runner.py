@@ -15,11 +15,15 @@ import time
 from typing import Sequence
 
 import jax
+import numpy as np
 
+from mg import config as config_lib
 from mg import data as data_lib
 from mg import methods as methods_lib
 from mg import report
 from mg import run as run_lib
+from mg import train as train_lib
+from mg import workdir as workdir_lib
 from mg.sweep import program as program_lib
 from mg.sweep import results as results_lib
 from mg.sweep import spec as spec_lib
@@ -32,7 +36,10 @@ class SweepSetup:
     self.config = config
     self.feds, self.info, self.partitions = {}, None, {}
     for seed in dict.fromkeys(seeds):
-      fed, partition, info = data_lib.build(config.data, seed)
+      fed, partition, info = data_lib.build(
+          config.data, seed, check=lambda dataset: config_lib.validate_dataset(
+              config, dataset.labels, dataset.num_classes, dataset.name))
+      config_lib.validate_tasks(config, fed)
       if verbose:
         print(data_lib.describe(partition), flush=True)
       self.feds[seed], self.partitions[seed], self.info = fed, partition, info
@@ -109,11 +116,37 @@ def run_method(setup: SweepSetup, name: str, members: Sequence[spec_lib.Member],
   return rows, timing
 
 
+def divergence(trace: program_lib.Trace, slot) -> tuple:
+  """``(round, stage)`` of a member's first divergence, ``(0, None)`` if none.
+
+  The single run's rules (``mg.train.train``): a non-finite loss or parameter,
+  or a loss above ``LOSS_BOUND`` times the first round's (``'training'``); non-
+  finite adapted parameters (``'adaptation'``) or logits (``'evaluation'``) at
+  an evaluation round.
+  """
+  g, m = slot
+  found = []
+  if trace.diverged_round[g, m] > 0:
+    found.append((int(trace.diverged_round[g, m]), 'training'))
+  losses = trace.losses[:, g, m]
+  if np.isfinite(losses[0]):
+    above = np.flatnonzero(np.abs(losses) > train_lib.LOSS_BOUND
+                           * max(abs(float(losses[0])), 1e-12))
+    if above.size:
+      found.append((int(above[0]) + 1, 'training'))
+  for e, t in enumerate(trace.eval_rounds):
+    if trace.adapted_finite is not None and not trace.adapted_finite[e, g, m].all():
+      found.append((t, 'adaptation'))
+    elif trace.logits_finite is not None and not trace.logits_finite[e, g, m].all():
+      found.append((t, 'evaluation'))
+  return min(found, key=lambda round_stage: round_stage[0]) if found else (0, None)
+
+
 def member_row(trace: program_lib.Trace, slot, member: spec_lib.Member, hparams: dict,
                gated: bool) -> dict:
   """A member's result row from the trace (its slot ``(g, m)``)."""
   g, m = slot
-  diverged_round = int(trace.diverged_round[g, m])
+  diverged_round, stage = divergence(trace, slot)
   diverged = diverged_round > 0
   rounds = [t for t in trace.eval_rounds if not diverged or t < diverged_round]
   accuracy = trace.accuracy[:len(rounds), g, m]        # (E', targets)
@@ -121,8 +154,8 @@ def member_row(trace: program_lib.Trace, slot, member: spec_lib.Member, hparams:
   losses = trace.losses[:, g, m]
   row = dict(method=member.method, hparams=hparams, seed=member.seed,
              diverged=diverged, diverged_round=diverged_round if diverged else None,
-             accuracy=None, target_accuracy=[], sparsity=None, target_sparsity=None,
-             macs_ratio=None,
+             diverged_stage=stage, accuracy=None, target_accuracy=[], sparsity=None,
+             target_sparsity=None, macs_ratio=None,
              curve={'round': rounds, 'accuracy': accuracy.mean(-1).tolist(),
                     'sparsity': sparsity.mean(-1).tolist() if gated else None},
              losses=[results_lib.finite_or_none(x) for x in losses])
@@ -148,10 +181,16 @@ def run_sweep(config, members: Sequence[spec_lib.Member], workdir: str, *,
   Returns:
     The contents of ``sweep.json``.
   """
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  setup = SweepSetup(config, [m.seed for m in members], devices)
+  with workdir_lib.Lock(workdir):
+    workdir_lib.check_layout(workdir)
+    setup = SweepSetup(config, [m.seed for m in members], devices)
+    workdir_lib.write_config(workdir, config)  # accepted: its data loaded
+    return _run_members(setup, members, workdir, title)
+
+
+def _run_members(setup: SweepSetup, members, workdir: str, title: str) -> dict:
+  """Every method's members, then the report (``run_sweep`` under its lock)."""
+  config = setup.config
   print(f"backend {jax.default_backend()} ({len(setup.devices)} device(s)), client "
         f"mapping '{setup.strategy}', {len(members)} members", flush=True)
   rows, timings = [None] * len(members), {}

@@ -1,0 +1,44 @@
+"""What every entry point shares: flag parsing and the one-line errors.
+
+Every bad input (a misspelt ``--config.`` field, a bad value, a workdir that
+cannot hold the run, missing data, a checkpoint that cannot be written) ends
+the command with one line on stderr saying what to do, and a non-zero exit
+status; never a traceback.
+"""
+
+import re
+import sys
+
+from absl import flags
+
+from mg import checkpoint as checkpoint_lib
+from mg import config as config_lib
+from mg import data as data_lib
+from mg import workdir as workdir_lib
+
+# The errors whose message is the whole story (it names the input and the fix).
+USER_ERRORS = (config_lib.ConfigError, data_lib.DataError, workdir_lib.WorkdirError,
+               checkpoint_lib.CheckpointError)
+
+
+def parse_flags(argv):
+  """absl's parser, with a bad ``--config.field=value`` as one line, not a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f'error: {e}\nPass --help to see the flags.')
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    text = ' '.join(str(e).replace('\\n', ' ').replace("\\'", "'").split())
+    typo = re.search(r"'(\w+)' Did you mean \"(\w+)\"", text)
+    if typo:
+      text = f"the config has no field '{typo[1]}' (did you mean '{typo[2]}'?)"
+    sys.exit(f'error: bad --config override: {text}')
+
+
+def exit_with(error: BaseException):
+  """Ends the command with ``error`` as one line (exit status 1)."""
+  if isinstance(error, OSError) and not isinstance(error, USER_ERRORS):
+    where = f' ({error.filename})' if error.filename else ''
+    sys.exit(f'error: {error.strerror or error}{where}; check that disk and folder, then '
+             'rerun the same command (a run resumes from its last checkpoint)')
+  sys.exit(f'error: {error}')
