@@ -22,11 +22,12 @@ def get_config():
   config.data.name = 'cifar10'
   config.data.source = 'auto'
   config.data.split = 'all'
-  config.data.num_tasks = 40
+  config.data.num_tasks = 60
   config.data.num_targets = 20
+  config.data.num_validation = 20
   config.data.classes_per_task = 2
   config.data.min_samples = 221
-  config.data.max_samples = 2000
+  config.data.max_samples = 1500
   config.model.name = 'cnn4'
   config.meta.rounds = 200
   config.meta.tasks_per_round = 20

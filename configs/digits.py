@@ -27,6 +27,7 @@ def get_config():
   config.data.source = 'digits'
   config.data.num_tasks = 20
   config.data.num_targets = 5
+  config.data.num_validation = 5
   config.data.classes_per_task = 2
   config.data.min_samples = 40
   config.data.max_samples = 100

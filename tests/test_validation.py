@@ -52,8 +52,8 @@ def _config(test_config, **overrides):
     ('debug_nan_method', 'fedsgd', "debug_nan_method='fedsgd': expected one of the methods"),
     ('model.gated_layers', ('conv9',), "model.gated_layers=('conv9',)"),
     ('meta.regularizer', 'l3', "meta.regularizer='l3'"),
-    # Tasks per round vs meta-training tasks (configs/test.py: 8 - 2 = 6).
-    ('meta.tasks_per_round', 7, 'meta.tasks_per_round=7 is more than the 6 meta-training'),
+    # Tasks per round vs meta-training tasks (configs/test.py: 8 - 2 targets - 2 validation).
+    ('meta.tasks_per_round', 7, 'meta.tasks_per_round=7 is more than the 4 meta-training'),
 ])
 def test_config_errors_name_the_field(test_config, field, value, message):
   with pytest.raises(config_lib.ConfigError) as error:
