@@ -176,7 +176,8 @@ def partition_lines(partition: dict | None) -> list[str]:
   partition = partition or {}
   lines = []
   counts = [f'{partition[key]} {label}' for key, label in
-            (('num_train_tasks', 'meta-training'), ('num_targets', 'targets'))
+            (('num_train_tasks', 'meta-training'), ('num_validation', 'validation'),
+             ('num_targets', 'targets'))
             if partition.get(key) is not None]
   if partition.get('num_tasks') is not None:
     detail = f" ({', '.join(counts)})" if counts else ''
