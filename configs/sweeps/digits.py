@@ -14,6 +14,15 @@ it at MetaGater's sparsity (matched sparsity). MetaSNIP trains nothing: it
 adapts MetaGater w/o gating's backbone with that method's step.
 
   python -m experiments.sweep --config=configs/digits.py \
+      --sweep=configs/sweeps/digits.py:small --config.eval_every=50 \
+      --workdir=runs/sweep-digits-small
+
+The grid that chose configs/digits.py's settings: every trained method gets 4
+configurations (2 x 2 over the same fields, inside the ranges above) at seed 0:
+what a shared 2-core CPU could finish (the full grid's Per-FedAvg HF alone ran
+30 minutes there). ``eval_every`` only sets the target curves' rounds.
+
+  python -m experiments.sweep --config=configs/digits.py \
       --sweep=configs/sweeps/digits.py:bench --config.meta.rounds=30 --bench
 
 The benchmark sweep: 16 MetaGater configurations (4 beta x 4 rho, seed 0),
@@ -25,8 +34,8 @@ RHOS = [0.0, 0.003, 0.01, 0.03]
 SEEDS = [0, 1]
 
 
-def grid(method, **values):
-  return {'method': method, 'seeds': SEEDS,
+def grid(method, seeds=None, **values):
+  return {'method': method, 'seeds': seeds or SEEDS,
           'grid': {f'per_method.{method}.{k}': v for k, v in values.items()}}
 
 
@@ -34,8 +43,18 @@ def get_sweep(variant: str = 'defaults'):
   if variant == 'bench':
     return {'method': 'metagater', 'grid': {'meta.beta': BETAS, 'meta.rho': RHOS},
             'seeds': [0]}
+  if variant == 'small':
+    return [
+        grid('fedavg', [0], local_lr=[0.05, 0.1], adapt_lr=[0.05, 0.1]),
+        grid('perfedavg_fo', [0], alpha=[0.01, 0.05], beta=[0.05, 0.1]),
+        grid('perfedavg_hf', [0], alpha=[0.002, 0.01], beta=[0.05, 0.1]),
+        grid('metagater_nogate', [0], beta=[1.0, 2.0], adapt_lr=[0.05, 0.1]),
+        grid('metagater', [0], beta=[1.0, 2.0], rho=[0.01, 0.03]),
+        grid('metagater_unaccelerated', [0], beta=[1.0, 2.0], rho=[0.03, 0.3]),
+    ]
   if variant != 'defaults':
-    raise ValueError(f"configs/sweeps/digits.py:{variant}: expected 'defaults' or 'bench'")
+    raise ValueError(f"configs/sweeps/digits.py:{variant}: expected 'defaults', 'small' "
+                     "or 'bench'")
   return [
       grid('fedavg', local_lr=[0.02, 0.05, 0.1], adapt_lr=[0.02, 0.05, 0.1]),
       grid('perfedavg_fo', alpha=[0.01, 0.03, 0.1], beta=[0.02, 0.05, 0.1]),
