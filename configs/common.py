@@ -7,20 +7,34 @@ Sections:
              sampled tasks per round, the local solve and MetaGater's outer step.
   perfedavg: the inner/outer step sizes of Per-FedAvg.
   adapt:     fast adaptation at the target tasks (one gradient step per stage).
+  per_method: each method's own values of the step sizes and strengths above
+             (None: the shared value), so every method runs at its own tuned
+             settings (configs/sweeps/*.py choose them on validation tasks).
 """
 
 import ml_collections
 from ml_collections import config_dict
 
 METHODS = ('fedavg', 'perfedavg_fo', 'perfedavg_hf', 'metagater_nogate',
-           'metagater', 'metasnip')
+           'metagater', 'metasnip', 'metasnip_filters')
+# Each trained method's own hyperparameters (config.per_method.<method>.<name>).
+PER_METHOD = {
+    'fedavg': ('local_lr', 'adapt_lr'),
+    'perfedavg_fo': ('alpha', 'beta'),
+    'perfedavg_hf': ('alpha', 'beta'),
+    'metagater_nogate': ('lam', 'local_lr', 'beta', 'adapt_lr'),
+    'metagater': ('lam', 'local_lr', 'beta', 'rho', 'adapt_lr'),
+    'metagater_unaccelerated': ('lam', 'local_lr', 'beta', 'rho', 'adapt_lr'),
+}
 
 
 def get_config() -> ml_collections.ConfigDict:
   """The defaults; a config file overrides what its setup needs."""
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.repeats = 1            # the paper averages 5; each repeat reseeds training.
+  # The paper averages 5 repeats; repeat r draws its own partition (seed + r)
+  # and its own training keys.
+  config.repeats = 1
   config.methods = METHODS
   config.eval_every = 10        # rounds between target evaluations (Fig. 4 curves).
   config.progress = True
@@ -44,6 +58,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.split = 'all'     # train | test | all
   config.data.num_tasks = 20
   config.data.num_targets = 5
+  # Validation tasks: disjoint from meta-training, adapted and scored like the
+  # targets, used only to choose hyperparameters (never reported as results).
+  # None: as many as targets if as many meta-training tasks remain, else 3.
+  config.data.num_validation = config_dict.placeholder(int)
   config.data.classes_per_task = 2
   config.data.min_samples = 40
   config.data.max_samples = 100
@@ -76,7 +94,8 @@ def get_config() -> ml_collections.ConfigDict:
   # fused mappings; tasks padded to a multiple of the device count with zero-weight
   # dummies). No effect on one device.
   config.meta.shard_clients = True
-  # Also train MetaGater with alpha_t = 1 (plain proximal steps) for comparison.
+  # Also train MetaGater with alpha_t = 1 (plain proximal steps) for comparison,
+  # at its own settings (per_method.metagater_unaccelerated).
   config.meta.compare_unaccelerated = False
 
   # Multi-host runs (jax.distributed.initialize); None fields: from the cluster.
@@ -88,13 +107,24 @@ def get_config() -> ml_collections.ConfigDict:
   config.distributed.local_device_ids = config_dict.placeholder(tuple)
 
   config.perfedavg = ml_collections.ConfigDict()
-  config.perfedavg.alpha = 0.05  # inner (personalisation) step a, first-order.
+  # Inner (personalisation) step a, first-order; a target adapts with the same a
+  # (Fallah et al. personalise with their own alpha).
+  config.perfedavg.alpha = 0.05
   # Hessian-free's a: its (I - a H) correction diverged at a >= 0.005 on digits.
   config.perfedavg.alpha_hf = 0.002
   config.perfedavg.beta = 0.05   # outer local step b.
 
   config.adapt = ml_collections.ConfigDict()
-  config.adapt.lr = 0.05
+  config.adapt.lr = 0.05        # every method but Per-FedAvg (which uses its alpha).
   config.adapt.keep_frac = 0.0   # channel kept if on for more than this fraction.
   config.adapt.batch_size = 0    # support examples per step; 0 means all.
+
+  # Per-method values of the fields above; None falls back to the shared field
+  # (lam, local_lr, beta, rho: meta.*; adapt_lr: adapt.lr; Per-FedAvg's alpha,
+  # beta: perfedavg.alpha (alpha_hf for HF), perfedavg.beta). MetaSNIP adapts
+  # with MetaGater w/o gating's adapt_lr.
+  config.per_method = ml_collections.ConfigDict()
+  for method, fields in PER_METHOD.items():
+    config.per_method[method] = ml_collections.ConfigDict(
+        {field: config_dict.placeholder(float) for field in fields})
   return config

@@ -42,12 +42,13 @@ def get_config(variant: str = 'testset'):
   config.data.split = 'all'
   config.data.classes_per_task = 2
   config.data.num_targets = 5
+  config.data.num_validation = 5
   if variant == 'paper':
     config.data.num_tasks = 20
     config.data.min_samples = 1165
     config.data.max_samples = 3834
   elif variant == 'testset':
-    config.data.num_tasks = 20
+    config.data.num_tasks = 25
     config.data.min_samples = 120
     config.data.max_samples = 400
   else:

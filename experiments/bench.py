@@ -99,7 +99,7 @@ def load_tasks(config, force_synthetic: bool):
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return None, info, (f'dataset {config.data.name!r} is not on this machine '
                         f'({first[:160]}); synthetic inputs of its shapes')
-  return fed.train_support, info, f"dataset {info['name']} ({info['num_examples']} images)"
+  return fed.train, info, f"dataset {info['name']} ({info['num_examples']} images)"
 
 
 def synthetic_tasks(key, num_tasks: int, rows: int, input_shape, num_classes: int):

@@ -13,7 +13,13 @@ adaptation: that bug is designed out here, since ``adapt_*`` never receive it).
   of ``theta`` one step (a pytree mask over ``theta``).
 * ``snip``: MetaSNIP: SNIP saliency ``|theta * grad L|`` (Lee et al., ICLR
   2019) on the support split keeps the top weights of the gated layers at a
-  given sparsity, then one masked step.
+  given sparsity, then one masked step. Its sparsity is *weight* sparsity:
+  dense hardware saves nothing from it.
+* ``snip_filters``: structured MetaSNIP: the same saliency summed over each
+  filter of the gated layers keeps the top filters at a given *channel*
+  sparsity (pruned filters and the next layer's matching input slices are
+  zero), then one masked step: the like-for-like comparison with MetaGater's
+  channel sparsity on dense hardware.
 
 ``evaluate`` scores a model on a query split with deterministic,
 data-dependent gates: accuracy, channel sparsity and MACs relative to dense,
@@ -137,6 +143,45 @@ def snip(model, params, support, key, *, lr, sparsity, layers, batch_size=0):
   kept = (sum(jnp.sum(mask[l]['kernel']) for l in layers)
           / sum(mask[l]['kernel'].size for l in layers))
   return {'theta': theta_j, 'phi': {}}, kept
+
+
+def snip_filters(model, params, support, key, *, lr, sparsity, layers, batch_size=0):
+  """Structured MetaSNIP: prune whole filters by summed SNIP saliency.
+
+  A filter's saliency is ``sum |theta * dL/dtheta|`` over its kernel slice and
+  bias in a gated layer; the ``round(sparsity * C)`` least salient of the ``C``
+  filters pooled over ``layers`` are pruned (at least one is kept). The subnet
+  mask of the kept filters (``mg.models.subnet_mask``: their kernels and
+  biases and the next layer's input slices) zeroes the pruned ones, then one
+  masked gradient step adapts the rest.
+
+  Returns:
+    ``(params_j, keep)``: adapted parameters, ``{layer: (C_l,) bool}`` kept
+    filters.
+  """
+  batch = local.sample_batch(support, key, batch_size)
+  theta = params['theta']
+  grads = jax.grad(lambda t: _loss(model, {'theta': t, 'phi': {}}, batch))(theta)
+
+  def filter_saliency(l):
+    kernel = jnp.abs(theta[l]['kernel'] * grads[l]['kernel'])
+    return (jnp.sum(kernel.reshape(-1, kernel.shape[-1]), axis=0)
+            + jnp.abs(theta[l]['bias'] * grads[l]['bias']))
+
+  saliency = jnp.concatenate([filter_saliency(l) for l in layers])
+  n = saliency.shape[0]
+  num_pruned = jnp.clip(jnp.round(sparsity * n).astype(jnp.int32), 0, n - 1)
+  kept = jnp.argsort(jnp.argsort(saliency)) >= num_pruned
+  keep, offset = {}, 0
+  for l in layers:
+    width = theta[l]['bias'].shape[0]
+    keep[l] = kept[offset:offset + width]
+    offset += width
+  mask = models.subnet_mask(model, theta, keep)
+  pruned = models.apply_mask(theta, mask)
+  grads = jax.grad(lambda t: _loss(model, {'theta': t, 'phi': {}}, batch))(pruned)
+  theta_j = models.apply_mask(_step(pruned, grads, lr, mask), mask)
+  return {'theta': theta_j, 'phi': {}}, keep
 
 
 def evaluate(model, params, query) -> Evaluation:

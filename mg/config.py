@@ -62,9 +62,9 @@ def validate(config) -> None:
   for m in methods:
     _check(m in methods_lib.METHODS,
            f'methods: unknown method {m!r}; expected some of {methods_lib.METHODS}')
-  if 'metasnip' in methods:
+  for snip in sorted(set(methods_lib.BACKBONE_OF) & set(methods)):
     _check({'metagater', 'metagater_nogate'} <= set(methods),
-           "methods: metasnip prunes MetaGater w/o gating's backbone at MetaGater's "
+           f"methods: {snip} prunes MetaGater w/o gating's backbone at MetaGater's "
            "sparsity, so it needs 'metagater_nogate' and 'metagater' in methods too")
   _check(len(set(methods)) == len(methods), f'methods={methods}: a method is repeated')
   _check(config.model.name in models.NAMES,
@@ -93,6 +93,15 @@ def validate(config) -> None:
     _positive(config, field)
   if 'alpha_hf' in config.perfedavg:
     _positive(config, 'perfedavg.alpha_hf')
+  for method, fields in config.get('per_method', {}).items():
+    for name, value in fields.items():
+      field = f'per_method.{method}.{name}'
+      if value is None:
+        continue
+      if name == 'rho':
+        _check(_is_number(value) and value >= 0, f'{field}={value!r}: expected a number >= 0')
+      else:
+        _positive(config, field)
   rho, alpha, keep_frac = config.meta.rho, config.meta.alpha, config.adapt.keep_frac
   _check(_is_number(rho) and rho >= 0, f'meta.rho={rho!r}: expected a number >= 0')
   _check(alpha is None or (_is_number(alpha) and 0 < alpha <= 1),
@@ -108,11 +117,13 @@ def validate(config) -> None:
          f'meta.mapping={config.meta.mapping!r}: expected one of '
          f"{('auto',) + mapping.STRATEGIES}")
   data_lib.validate(config.data)
-  num_train = config.data.num_tasks - config.data.num_targets
+  num_validation = data_lib.num_validation(config.data)
+  num_train = config.data.num_tasks - config.data.num_targets - num_validation
   _check(config.meta.tasks_per_round <= num_train,
          f'meta.tasks_per_round={config.meta.tasks_per_round} is more than the '
-         f'{num_train} meta-training tasks (data.num_tasks - data.num_targets); '
-         'lower it or raise data.num_tasks')
+         f'{num_train} meta-training tasks (data.num_tasks - data.num_targets - '
+         f'data.num_validation = {config.data.num_tasks} - {config.data.num_targets} - '
+         f'{num_validation}); lower it or data.num_validation, or raise data.num_tasks')
   spec = SPECS[config.data.name]
   try:
     models.build(config.model.name, input_shape=spec.input_shape,
@@ -171,7 +182,8 @@ def validate_tasks(config, fed) -> None:
   A minibatch is drawn with replacement, so a batch larger than a task only
   repeats its examples at a larger cost (``meta.batch_size=100000`` on tasks of
   28 examples runs for minutes); each must be at most the largest task's
-  support split (0: the whole split).
+  local data (meta-training: support and query; targets: the support split;
+  0: all of it).
 
   Args:
     config: the experiment config.
@@ -181,12 +193,12 @@ def validate_tasks(config, fed) -> None:
     ConfigError: naming the field and the sizes.
   """
   for field, tasks, what in (
-      ('meta.batch_size', fed.train_support, 'meta-training task'),
+      ('meta.batch_size', fed.train, 'meta-training task'),
       ('adapt.batch_size', fed.target_support, 'target task')):
     batch, largest = _get(config, field), int(np.max(np.asarray(tasks.count)))
     _check(batch <= largest,
-           f'{field}={batch} is more than the {largest} support examples of the largest '
-           f'{what}; use at most {largest} (or 0 for the whole support split)')
+           f'{field}={batch} is more than the {largest} local examples of the largest '
+           f'{what}; use at most {largest} (or 0 for all of them)')
 
 
 # Fields that change how a run is carried out, not what it computes: a run may

@@ -1,15 +1,18 @@
 """One experiment: data, every configured method, the paper's tables and plots.
 
 ``run(config, workdir)`` is what ``python -m experiments.main`` calls. It
-checks the config, builds the federated partition (printed), trains each
+checks the config, loads the dataset, and for each repeat ``r`` draws the
+federated partition of seed ``config.seed + r`` (printed) and trains each
 method for ``meta.rounds`` rounds with target evaluations every
-``eval_every`` rounds, repeats with different training seeds, and writes to
+``eval_every`` rounds (training keys differ per repeat too), and writes to
 the workdir:
 
 * ``config.json``: the resolved config;
 * ``metrics.jsonl``: one JSON object per round and per evaluation, each with
   ``method`` and ``round`` (and ``repeat``);
-* ``results.json`` / ``results.md``: the Table 1 and Table 2 style results;
+* ``results.json`` / ``results.md``: the Table 1 and Table 2 style results,
+  with the spread across repeats and across target tasks, and every
+  repeat's partition;
 * ``curves.png`` (accuracy after fast adaptation vs round, Fig. 4),
   ``loss.png`` (mean local training loss per round: convergence of the outer
   loop) and ``sparsity.png`` (per-target channel sparsity: its diversity);
@@ -64,7 +67,7 @@ from mg.federated import sharding
 
 # MetaSNIP needs MetaGater's sparsity and MetaGater w/o gating's backbone.
 ORDER = ('fedavg', 'perfedavg_fo', 'perfedavg_hf', 'metagater_nogate', 'metagater',
-          'metagater_unaccelerated', 'metasnip')
+          'metagater_unaccelerated', 'metasnip', 'metasnip_filters')
 # What a fresh run in a workdir replaces (with resume=False).
 _OUTPUTS = ('metrics.jsonl', 'results.json', 'results.md', 'curves.png', 'loss.png',
             'sparsity.png')
@@ -100,20 +103,20 @@ def run(config, workdir: str) -> dict:
   config_lib.validate(config)
   with workdir_lib.Lock(workdir), ckpt_lib.StopRequest() as stop:
     restored = prepare_workdir(config, workdir)
-    fed, partition, info = build_data(config)
-    config_lib.validate_tasks(config, fed)
+    dataset = load_data(config)
+    info = data_lib.info_of(dataset)
+    config_lib.validate_tasks(config, data_lib.arrays_for(
+        dataset, config.data, data_lib.partition_for(dataset, config.data, config.seed)))
     accept_workdir(config, workdir)
-    print(data_lib.describe(partition), flush=True)
     print(f"dataset {info['name']}: {info['num_examples']} images "
           f"{tuple(info['input_shape'])}, {info['num_classes']} classes "
           f"(source {info['source']}, splits {info['splits_loaded']})", flush=True)
     names = method_names(config)
     strategy, mesh = client_layout(config)
-    fed = sharding.place(fed, mesh)
     print(f"backend {jax.default_backend()} ({jax.device_count()} device(s)), client "
           f"mapping '{strategy}', methods {names}", flush=True)
-    runners = build_runners(config, names, info, strategy,
-                            int(fed.train_support.count.shape[0]), mesh)
+    num_train = data_lib.partition_for(dataset, config.data, config.seed).num_train_tasks
+    runners = build_runners(config, names, info, strategy, num_train, mesh)
     store = ckpt_lib.Store(os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR),
                            config.keep_checkpoints)
     try:
@@ -125,16 +128,26 @@ def run(config, workdir: str) -> dict:
 
         for repeat in range(ledger.repeat, config.repeats):
           ledger.begin_repeat(repeat)
+          part = data_lib.partition_for(dataset, config.data, config.seed + repeat)
+          print(data_lib.describe(part), flush=True)
+          fed = sharding.place(data_lib.arrays_for(dataset, config.data, part), mesh)
           run_repeat(config, runners, fed, repeat, log, ledger=ledger, save=save,
                      stop=stop)
+          del fed
     finally:
       store.close()
+    partitions = [data_lib.partition_for(dataset, config.data, config.seed + r)
+                  for r in range(config.repeats)]
     # Every method is done: a signal now waits the second the results take.
-    return write_outputs(config, workdir, names, ledger, partition, info, strategy)
+    return write_outputs(config, workdir, names, ledger, partitions, info, strategy)
 
 
-def write_outputs(config, workdir, names, ledger, partition, info, strategy) -> dict:
-  """The results files and plots, from every repeat's finished methods."""
+def write_outputs(config, workdir, names, ledger, partitions, info, strategy) -> dict:
+  """The results files and plots, from every repeat's finished methods.
+
+  ``partitions``: every repeat's ``Partition``; ``results.json`` holds their
+  statistics under ``partitions`` and the first one's under ``partition``.
+  """
   per_repeat = {m: [] for m in names}
   curves, losses, hashes = {}, {}, {}
   for repeat in range(config.repeats):
@@ -152,10 +165,11 @@ def write_outputs(config, workdir, names, ledger, partition, info, strategy) -> 
   mean_losses = {m: np.mean([l[:min(map(len, ls))] for l in ls], axis=0).tolist()
                  for m, ls in losses.items()}
   extra = {'dataset': info, 'backend': jax.default_backend(), 'mapping': strategy,
+           'partitions': [p.stats() for p in partitions],
            'curves': mean_curves, 'losses': mean_losses,
            'output_sha256': {m: h for m, h in hashes.items() if any(h)},
            'resumes': ledger.resumes}
-  markdown = report.write_results(workdir, rows, partition.stats(), extra=extra)
+  markdown = report.write_results(workdir, rows, partitions[0].stats(), extra=extra)
   if mean_curves:  # none when every method diverged before its first evaluation
     report.plot_curves(os.path.join(workdir, 'curves.png'), mean_curves,
                        title=f"{info['name']}: target accuracy after fast adaptation")
@@ -227,10 +241,10 @@ def _other_config_message(workdir, diffs) -> str:
           '(deletes its checkpoints and results); or give a fresh --workdir')
 
 
-def build_data(config):
-  """``mg.data.build`` with ``validate_dataset`` between loading and partitioning."""
-  return data_lib.build(
-      config.data, config.seed,
+def load_data(config):
+  """The dataset of ``config.data``, checked by ``validate_dataset``."""
+  return data_lib.load_checked(
+      config.data,
       check=lambda dataset: config_lib.validate_dataset(
           config, dataset.labels, dataset.num_classes, dataset.name))
 
@@ -413,12 +427,12 @@ def run_repeat(config, runners, fed, repeat, log, ledger=None, save=None,
   if ledger.rng is None:
     ledger.rng = ckpt_lib.host_leaves(repeat_key(config.seed, repeat))[0]
   key = jax.random.wrap_key_data(ledger.rng)
-  train_data = fed.train_support
+  train_data = fed.train
   names = list(runners)
   out, outputs = {}, {}
   for name, (method, round_fn, target_fns, runner_mesh) in runners.items():
     init_key, method_train_key, method_eval_key = method_keys(key, name)
-    keep = name == 'metagater_nogate' and 'metasnip' in names
+    keep = name == 'metagater_nogate' and bool(set(methods_lib.BACKBONE_OF) & set(names))
     finished = ledger.finished(repeat, name)
     if finished is not None:
       out[name] = finished
@@ -428,7 +442,8 @@ def run_repeat(config, runners, fed, repeat, log, ledger=None, save=None,
     where = f'{name} (repeat {repeat + 1})'
     if stop:
       raise ckpt_lib.Interrupted(stop.signum, f'the start of {where}')
-    sparsity_of = _snip_sparsity(out) if name == 'metasnip' else (lambda r: 0.0)
+    sparsity_of = (_snip_sparsity(out) if name in methods_lib.BACKBONE_OF
+                   else (lambda r: 0.0))
 
     def evaluate(params, t, time_it=False, method=method, fns=target_fns,
                  key=method_eval_key, sparsity_of=sparsity_of):
@@ -545,16 +560,17 @@ def _scores_summary(scores) -> dict:
       accuracy=float(np.mean(scores.accuracy)), target_accuracy=scores.accuracy.tolist(),
       sparsity=None if scores.sparsity is None else float(np.mean(scores.sparsity)),
       target_sparsity=None if scores.sparsity is None else scores.sparsity.tolist(),
+      sparsity_kind=scores.sparsity_kind,
       macs_ratio=scores.macs_ratio, adapt_time_s=scores.adapt_time_s)
 
 
 def _snip_sparsity(out):
-  """MetaSNIP's target sparsity at round ``t``: MetaGater's mean sparsity then."""
+  """MetaSNIP's target sparsity at round ``t``: MetaGater's mean channel sparsity then."""
   summary, curve = out.get('metagater', (None, None))
   if summary is None:
     raise config_lib.ConfigError(
-        "methods: metasnip prunes at MetaGater's sparsity, so it needs 'metagater' "
-        'in methods')
+        "methods: metasnip and metasnip_filters prune at MetaGater's sparsity, so they "
+        "need 'metagater' in methods")
   if summary.get('sparsity') is None:
     return None
   by_round = dict(zip(curve['round'], curve['sparsity_mean']))

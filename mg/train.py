@@ -32,7 +32,12 @@ LOSS_BOUND = 1e6
 
 
 class TargetScores(NamedTuple):
-  """Per-target results of fast adaptation (numpy arrays over targets)."""
+  """Per-target results of fast adaptation (numpy arrays over targets).
+
+  ``sparsity_kind`` says what ``sparsity`` counts: ``'channel'`` (gated
+  channels off, or filters pruned), ``'weight'`` (unstructured MetaSNIP), or
+  None when the method prunes nothing.
+  """
   accuracy: np.ndarray
   sparsity: Optional[np.ndarray]
   macs_ratio: Optional[float]
@@ -40,6 +45,7 @@ class TargetScores(NamedTuple):
   # Where a target first turned non-finite: 'adaptation' (the adapted
   # parameters) or 'evaluation' (the logits); None when every value is finite.
   nonfinite: Optional[str] = None
+  sparsity_kind: Optional[str] = None
 
 
 class TrainResult(NamedTuple):
@@ -114,16 +120,26 @@ def evaluate_targets(method, fns, params, support, query, key, sparsity=0.0,
     stage = stage or _nonfinite_stage(finite, results[-1][0].finite)
   accuracy = np.array([float(r.accuracy) for r, _ in results])
   gated = bool(method.model.gated_layers)
-  sparsity_out, macs = None, None
+  sparsity_out, macs, kind = None, None, None
   if gated:
     sparsity_out = np.array([float(r.sparsity) for r, _ in results])
     macs = float(np.mean([float(r.macs_ratio) for r, _ in results]))
+    kind = 'channel'
   elif method.name == 'metasnip':
     kept = np.array([float(i['kept_weights']) for _, i in results])
     sparsity_out = 1.0 - kept
     macs = float(np.mean([snip_macs_ratio(method, k) for k in kept]))
+    kind = 'weight'
+  elif method.name == 'metasnip_filters':
+    keeps = [jax.device_get(i['kept_channels']) for _, i in results]
+    sparsity_out = np.array([1.0 - np.mean(np.concatenate([k[l] for l in sorted(k)]))
+                             for k in keeps])
+    dense = models.macs(method.model)
+    macs = float(np.mean([float(models.macs(method.model, k)) / dense for k in keeps]))
+    kind = 'channel'
   return TargetScores(accuracy, sparsity_out, macs,
-                      statistics.median(times) if time_it else float('nan'), stage)
+                      statistics.median(times) if time_it else float('nan'),
+                      nonfinite=stage, sparsity_kind=kind)
 
 
 def _nonfinite_stage(params_finite, logits_finite) -> Optional[str]:

@@ -80,3 +80,41 @@ def test_evaluate_reports_sparsity_and_macs(test_config, test_data):
   assert float(none.macs_ratio) < float(full.macs_ratio) <= 1.0 + 1e-6
   assert float(full.macs_ratio) > 0.0
   assert models.macs(method.model) > 0
+
+
+def test_snip_filters_prunes_whole_filters_at_channel_sparsity(test_config, test_data):
+  fed, _, info = test_data
+  method, params = _method('metasnip_filters', test_config, info)
+  support = local.task_slice(fed.target_support, 0)
+  new, keep = adapt.snip_filters(method.model, params, support, jax.random.key(1), lr=0.1,
+                                 sparsity=0.25, layers=('conv3',))
+  kept = np.asarray(keep['conv3'])
+  assert kept.sum() == round(0.75 * kept.size)
+  theta = jax.tree.map(np.asarray, new['theta'])
+  # Pruned filters are zero whole (kernel and bias), and so are their input rows in
+  # the next (dense) layer; kept filters moved.
+  assert np.all(theta['conv3']['kernel'][..., ~kept] == 0)
+  assert np.all(theta['conv3']['bias'][~kept] == 0)
+  assert np.all(np.any(theta['conv3']['kernel'][..., kept] != 0, axis=(0, 1, 2)))
+  dense = method.model.next_layer('conv3').name
+  rows = np.tile(kept, theta[dense]['kernel'].shape[0] // kept.size)
+  assert np.all(theta[dense]['kernel'][~rows] == 0)
+  # Its score: channel sparsity, and MACs that dense hardware saves.
+  fns = train_lib.make_target_fns(method)
+  scores = train_lib.evaluate_targets(method, fns, params, fed.target_support,
+                                      fed.target_query, jax.random.key(2), sparsity=0.25)
+  assert scores.sparsity_kind == 'channel'
+  np.testing.assert_allclose(scores.sparsity, 0.25, atol=1.0 / kept.size)
+  assert scores.macs_ratio < 1.0
+
+
+def test_perfedavg_adapts_with_its_own_alpha(test_config, test_data):
+  config = test_config.copy_and_resolve_references()
+  config.adapt.lr = 0.5
+  config.per_method.perfedavg_fo.alpha = 0.02
+  _, _, info = test_data
+  fo = methods_lib.build('perfedavg_fo', config, info)
+  hf = methods_lib.build('perfedavg_hf', config, info)
+  assert fo.adapt.keywords['lr'] == 0.02 == fo.hparams['alpha']
+  assert hf.adapt.keywords['lr'] == config.perfedavg.alpha_hf == hf.hparams['alpha']
+  assert methods_lib.build('fedavg', config, info).adapt.keywords['lr'] == 0.5

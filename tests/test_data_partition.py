@@ -54,6 +54,31 @@ def test_roles():
   assert part.role(8) == 'target'
 
 
+def test_validation_tasks_sit_between_training_and_targets():
+  part = draw(num_validation=3)
+  np.testing.assert_array_equal(part.train_tasks, np.arange(5))
+  np.testing.assert_array_equal(part.validation_tasks, np.arange(5, 8))
+  np.testing.assert_array_equal(part.target_tasks, np.arange(8, 12))
+  assert [part.role(t) for t in (4, 5, 7, 8)] == ['train', 'validation', 'validation',
+                                                  'target']
+  assert part.stats()['num_validation'] == 3
+  # The same draw as without validation tasks: only the roles differ.
+  plain = draw()
+  for a, b in zip(part.support, plain.support):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(mg.data.DataError, match='num_validation=8: some tasks'):
+    draw(num_validation=8)
+
+
+def test_row_bounds_hold_for_every_size():
+  bounds = mg.data.row_bounds(60, 200, 0.3)
+  assert bounds == {'all': 200, 'query': 60, 'support': 140}
+  for seed in range(5):
+    part = draw(seed=seed)
+    assert max(map(len, part.support)) <= bounds['support']
+    assert max(map(len, part.query)) <= bounds['query']
+
+
 def test_deterministic_from_seed():
   a, b, c = draw(seed=7), draw(seed=7), draw(seed=8)
   np.testing.assert_array_equal(a.classes, b.classes)
@@ -86,7 +111,7 @@ def test_stats_json_and_describe():
   assert sum(stats['samples_per_class']) == sum(sizes)
   assert [t['role'] for t in stats['tasks']] == ['train'] * 8 + ['target'] * 4
   text = mg.data.describe(part)
-  assert '12 tasks = 8 meta-training + 4 target' in text
+  assert '12 tasks = 8 meta-training + 0 validation + 4 target' in text
   assert f"total {sum(sizes)}" in text
 
 

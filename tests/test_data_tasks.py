@@ -50,14 +50,21 @@ def test_build_digits_matches_partition():
                   'source': 'digits', 'splits_loaded': ('all',)}
   assert json.dumps(part.stats())
   dataset = mg.data.load(data_config())
-  groups = {'train_support': (part.train_tasks, part.support),
-            'train_query': (part.train_tasks, part.query),
+  # A meta-training node holds all its local data; validation and targets a split.
+  every = [np.concatenate([s, q]) for s, q in zip(part.support, part.query)]
+  groups = {'train': (part.train_tasks, every),
+            'validation_support': (part.validation_tasks, part.support),
+            'validation_query': (part.validation_tasks, part.query),
             'target_support': (part.target_tasks, part.support),
             'target_query': (part.target_tasks, part.query)}
+  bounds = mg.data.row_bounds(20, 40, 0.5)
+  assert part.num_validation == 2 and len(part.train_tasks) == 2
   for field, (task_ids, indices) in groups.items():
     tasks = getattr(data, field)
     assert tasks.x.shape[0] == len(task_ids)
-    assert tasks.x.shape[1] == max(len(indices[t]) for t in task_ids)
+    # Padded to bounds that hold for any seed: every repeat has the same shapes.
+    assert tasks.x.shape[1] == bounds[field.split('_')[-1] if '_' in field else 'all']
+    assert tasks.x.shape[1] >= max(len(indices[t]) for t in task_ids)
     for row, t in enumerate(task_ids):
       n = len(indices[t])
       assert tasks.count[row] == n and tasks.mask[row].sum() == n

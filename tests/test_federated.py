@@ -29,9 +29,9 @@ def test_one_round_changes_params_and_keeps_shapes(name, test_config, test_data)
   method = methods_lib.build(name, test_config, info)
   params = method.model.init(jax.random.key(0))
   state = method.algorithm.init(params, **method.hparams)
-  num = int(fed.train_support.count.shape[0])
+  num = int(fed.train.count.shape[0])
   round_fn = _round(method, fed, num, 2)
-  new_state, diagnostics = round_fn(state, fed.train_support, jax.random.key(1))
+  new_state, diagnostics = round_fn(state, fed.train, jax.random.key(1))
   before = method.algorithm.output(state)
   after = method.algorithm.output(new_state)
   assert jax.tree.structure(before) == jax.tree.structure(after)
@@ -51,13 +51,13 @@ def test_strategies_agree_and_compile_once(strategy, name, test_config, test_dat
   fed, _, info = test_data
   method = methods_lib.build(name, test_config, info)
   state = method.algorithm.init(method.model.init(jax.random.key(0)), **method.hparams)
-  num = int(fed.train_support.count.shape[0])
-  reference = _round(method, fed, num, 3, 'unroll')(state, fed.train_support,
+  num = int(fed.train.count.shape[0])
+  reference = _round(method, fed, num, 3, 'unroll')(state, fed.train,
                                                      jax.random.key(3))[0]
   round_fn = _round(method, fed, num, 3, strategy)
-  got = round_fn(state, fed.train_support, jax.random.key(3))[0]
+  got = round_fn(state, fed.train, jax.random.key(3))[0]
   _trees_close(reference.params, got.params, rtol=2e-4, atol=2e-5)
-  round_fn(got, fed.train_support, jax.random.key(4))
+  round_fn(got, fed.train, jax.random.key(4))
   if strategy != 'loop':
     assert round_fn._cache_size() == 1
 
@@ -67,7 +67,7 @@ def test_local_solve_with_zero_steps_returns_x_md(test_data):
   model = models.build('mlp', input_shape=info['input_shape'],
                        num_classes=info['num_classes'])
   x_md = model.init(jax.random.key(0))
-  task = local.task_slice(fed.train_support, 0)
+  task = local.task_slice(fed.train, 0)
   z, _ = local.local_solve(common.task_loss(model, 1.0), x_md, task, jax.random.key(1),
                            steps=0, learning_rate=0.1, lam=1.0, batch_size=0)
   _trees_close(z, x_md, rtol=0, atol=0)
@@ -79,7 +79,7 @@ def test_meta_gradient_tends_to_loss_gradient_for_large_lambda(test_data):
   model = models.build('mlp', input_shape=info['input_shape'],
                        num_classes=info['num_classes'], gating=False)
   x_md = model.init(jax.random.key(0))
-  task = local.task_slice(fed.train_support, 0)
+  task = local.task_slice(fed.train, 0)
   loss = common.task_loss(model, 1.0)
   lam = 1000.0
   z, _ = local.local_solve(loss, x_md, task, jax.random.key(1), steps=60,
@@ -96,10 +96,10 @@ def test_group_lasso_zeroes_gate_groups_with_large_rho(test_config, test_data):
   method = methods_lib.build('metagater', test_config, info)
   hparams = dict(method.hparams, rho=2.0)
   state = method.algorithm.init(method.model.init(jax.random.key(0)), **hparams)
-  num = int(fed.train_support.count.shape[0])
+  num = int(fed.train.count.shape[0])
   round_fn = _round(method, fed, num, 2)
   for t in range(3):
-    state, diagnostics = round_fn(state, fed.train_support, jax.random.key(t))
+    state, diagnostics = round_fn(state, fed.train, jax.random.key(t))
   out = method.algorithm.output(state)
   kernel = out['phi']['conv3']['out']['kernel']
   bias = out['phi']['conv3']['out']['bias']
@@ -116,7 +116,7 @@ def test_unaccelerated_alpha_one_is_plain_proximal_step(test_config, test_data):
   model = methods_lib.build_model(test_config, info, gating=True)
   alg = metagater(model, local_steps=1, batch_size=8, tau=1.0, alpha=1.0, eta='beta')
   state = alg.init(model.init(jax.random.key(0)), lam=1.0, local_lr=0.1, beta=0.5, rho=0.0)
-  num = int(fed.train_support.count.shape[0])
+  num = int(fed.train.count.shape[0])
   round_fn = mapping.make_round(alg, num_tasks=num, tasks_per_round=2, strategy='unroll')
-  new_state, _ = round_fn(state, fed.train_support, jax.random.key(5))
+  new_state, _ = round_fn(state, fed.train, jax.random.key(5))
   _trees_close(alg.output(new_state), new_state.params, rtol=0, atol=0)

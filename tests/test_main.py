@@ -29,7 +29,7 @@ def test_test_config_runs_end_to_end(tmp_path):
   results = json.loads((workdir / 'results.json').read_text())
   methods = [row['method'] for row in results['rows']]
   assert methods == ['fedavg', 'perfedavg_fo', 'perfedavg_hf', 'metagater_nogate',
-                     'metagater', 'metasnip']
+                     'metagater', 'metasnip', 'metasnip_filters']
   for row in results['rows']:
     assert set(ROW_KEYS) <= set(row)
     assert 0.0 <= row['accuracy_mean'] <= 1.0

@@ -42,8 +42,14 @@ def test_summarize_over_repeats_hand_computed():
   assert row['accuracy_std'] == pytest.approx(0.05)  # population std of [0.8, 0.9].
   assert row['accuracy_std_over'] == 'repeats'
   assert row['sparsity_mean'] == pytest.approx(0.25)
-  # Pooled targets [0.1, 0.3, 0.2, 0.4]: deviations +-0.15, +-0.05 -> sqrt(0.0125).
-  assert row['sparsity_std'] == pytest.approx(math.sqrt(0.0125))
+  # Each repeat has its own targets: the std across one repeat's targets ([0.1, 0.3]
+  # and [0.2, 0.4]: 0.1 each), averaged over repeats; the repeat means' std apart.
+  assert row['sparsity_std'] == pytest.approx(0.1)
+  assert row['sparsity_std_repeats'] == pytest.approx(0.05)
+  assert row['accuracy_std_repeats'] == pytest.approx(0.05)
+  assert row['accuracy_std_targets'] == pytest.approx(0.075)  # mean of 0.1 and 0.05.
+  assert row['repeat_accuracy'] == pytest.approx([0.8, 0.9])
+  assert row['weight_sparsity_mean'] is None
   assert row['macs_ratio'] == pytest.approx(0.6)
   assert row['train_time_s'] == pytest.approx(15.0)
   assert row['adapt_time_s'] == pytest.approx(0.02)
@@ -62,6 +68,19 @@ def test_summarize_single_repeat_uses_std_over_targets():
   assert row['target_sparsity'] is None and row['macs_ratio'] is None
   assert row['repeats'] == 1
   json.dumps(row, allow_nan=False)  # plain Python types only.
+
+
+def test_weight_sparsity_is_reported_apart_from_channel_sparsity():
+  repeats = [_repeat(0.8, [0.7, 0.9], 0.5, [0.5, 0.5], sparsity_kind='weight'),
+             _repeat(0.9, [0.8, 1.0], 0.4, [0.4, 0.4], sparsity_kind='weight')]
+  row = report.summarize('metasnip', repeats)
+  assert row['sparsity_mean'] is None and row['sparsity_std'] is None
+  assert row['weight_sparsity_mean'] == pytest.approx(0.45)
+  assert row['weight_sparsity_std'] == pytest.approx(0.0)
+  from mg.report import tables
+  md = tables.markdown_table([row], tables.TABLE2)
+  assert 'Channel sparsity (%)' in md and 'Weight sparsity (%)' in md
+  assert '| — | 45.00 ± 0.00 |' in md
 
 
 def test_summarize_diverged_repeat_withholds_numbers():
@@ -119,12 +138,13 @@ def test_write_results_json_and_markdown(tmp_path):
   assert sorted(p.name for p in tmp_path.iterdir()) == ['results.json', 'results.md']
 
   table1, table2 = markdown.split('Table 1')[1].split('Table 2')
-  assert '| FedAvg | 2 | 85.00 ± 5.00 | 10.0 |' in table1
-  assert '| MetaGater | 2 | 90.00 ± 5.00† | 123.5 |' in table1
-  assert '| Per-FedAvg (FO) | 2 | diverged | diverged |' in table1
-  assert '| FedAvg | 85.00 ± 5.00 | — | — | 10.00 |' in table2
-  assert '| MetaGater | 90.00 ± 5.00† | 25.00 ± 5.00 | 60.00 | 12.30 |' in table2
-  assert '| Per-FedAvg (FO) | diverged | diverged | diverged | diverged |' in table2
+  # Std across targets: one target per FedAvg repeat (0), MetaGater's [0.85, 0.95] (5).
+  assert '| FedAvg | 2 | 85.00 ± 5.00 | 0.00 | 10.0 |' in table1
+  assert '| MetaGater | 2 | 90.00 ± 5.00† | 5.00 | 123.5 |' in table1
+  assert '| Per-FedAvg (FO) | 2 | diverged | diverged | diverged |' in table1
+  assert '| FedAvg | 85.00 ± 5.00 | — | — | — | 10.00 |' in table2
+  assert '| MetaGater | 90.00 ± 5.00† | 25.00 ± 5.00 | — | 60.00 | 12.30 |' in table2
+  assert '| Per-FedAvg (FO) | diverged | diverged | diverged | diverged | diverged |' in table2
   assert 'Per-FedAvg (FO) diverged at round 3' in markdown
   assert '- Tasks: 25 (20 meta-training, 5 targets)' in markdown
   assert '- Samples per task: min 221, max 2792, mean 1000.5; total 25012' in markdown
@@ -151,7 +171,7 @@ def test_display_names_and_terminal_table():
   assert lines[0].split()[:2] == ['Method', 'Local'] and set(lines[1]) <= {'-', ' '}
   assert lines[2].startswith('FedAvg') and '85.00 +- 5.00' in lines[2]
   assert '25.00 +- 5.00' in lines[3] and '12.30' in lines[3]
-  assert lines[4].startswith('Per-FedAvg (FO)') and lines[4].count('diverged') == 5
+  assert lines[4].startswith('Per-FedAvg (FO)') and lines[4].count('diverged') == 6
 
 
 # --- plots --------------------------------------------------------------------

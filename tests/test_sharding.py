@@ -34,7 +34,7 @@ def _setup(name, test_config, test_data, **meta):
     config.meta[field] = value
   method = methods_lib.build(name, config, info)
   state = method.algorithm.init(method.model.init(jax.random.key(0)), **method.hparams)
-  return method, state, fed.train_support, int(fed.train_support.count.shape[0])
+  return method, state, fed.train, int(fed.train.count.shape[0])
 
 
 def _run(method, state, data, num, strategy, tasks=3, **kw):
@@ -182,14 +182,14 @@ _SHARDED = textwrap.dedent('''
     for name, strategy in (('metagater', 'vmap'), ('fedavg', 'fused')):
       method = methods_lib.build(name, config, info)
       state = method.algorithm.init(method.model.init(jax.random.key(0)), **method.hparams)
-      num = int(fed.train_support.count.shape[0])
+      num = int(fed.train.count.shape[0])
       single = mapping.make_round(method.algorithm, num_tasks=num, tasks_per_round=3,
                                   strategy=strategy)
       sharded = mapping.make_round(method.algorithm, num_tasks=num, tasks_per_round=3,
                                    strategy=strategy, mesh=mesh)
       key = jax.random.key(5)
-      data_1, state_1 = sharding.place((fed.train_support, state))
-      data_8, state_8 = sharding.place((fed.train_support, state), mesh)
+      data_1, state_1 = sharding.place((fed.train, state))
+      data_8, state_8 = sharding.place((fed.train, state), mesh)
       want, want_diag = single(state_1, data_1, key)
       with jax.transfer_guard('disallow'):
         got, got_diag = sharded(state_8, data_8, jax.device_put(key, sharding.replicated(mesh)))

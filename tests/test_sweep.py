@@ -20,7 +20,7 @@ MEMBERS = {'method': 'metagater', 'members': [
     {'meta.beta': 0.5, 'adapt.lr': 0.1, 'seed': 1},
     {'meta.local_lr': 1e30, 'seed': 1},
     {'meta.rho': 0.1, 'seed': 0},
-    {'adapt.lr': 1e38, 'seed': 0},
+    {'adapt.lr': 3e38, 'seed': 0},
 ]}
 SHARDED = r"""
 import json, sys
@@ -99,7 +99,15 @@ def test_diverged_member_is_reported_and_isolated(swept):
     assert row['curve']['round'] == [1, 2]
   on_disk = json.loads((workdir / 'sweep.json').read_text())
   assert [r['diverged'] for r in on_disk['rows']] == [False, True, False, True]
-  assert on_disk['best']['metagater']['hparams']['meta.local_lr'] == 0.05
+  assert on_disk['best']['metagater']['hparams']['per_method.metagater.local_lr'] == 0.05
+  for row in (healthy, other):
+    assert 0.0 <= row['validation_accuracy_mean'] <= 1.0
+    assert len(row['validation_accuracy']) == 2  # configs/test.py: 2 validation tasks
+  assert nan['validation_accuracy_mean'] is None
+  best = on_disk['best']['metagater']
+  chosen = max((healthy, other), key=lambda r: r['validation_accuracy_mean'])
+  assert best['validation_accuracy_mean'] == pytest.approx(chosen['validation_accuracy_mean'])
+  assert best['accuracy_mean'] == pytest.approx(chosen['accuracy'])
   assert (f"diverged (round {nan['diverged_round']}, {nan['diverged_stage']})"
           in (workdir / 'sweep.md').read_text())
   assert json.loads((workdir / 'config.json').read_text())['meta']['rounds'] == 2
@@ -136,12 +144,12 @@ def test_grid_expands_fields_then_seeds(test_config):
   members = sweep.members([
       {'method': 'metagater', 'grid': {'meta.beta': [0.5, 1], 'meta.rho': [0.0, 0.1]},
        'seeds': [4, 5]},
-      {'method': ['fedavg', 'perfedavg_fo'], 'grid': {'adapt.lr': [0.2], 'seed': [7]}},
+      {'method': ['fedavg', 'metagater_nogate'], 'grid': {'adapt.lr': [0.2], 'seed': [7]}},
   ], test_config)
   assert len(members) == 10
   assert members[0] == spec.Member('metagater', {'meta.beta': 0.5, 'meta.rho': 0.0}, 4)
   assert members[1].seed == 5 and members[2].values == {'meta.beta': 0.5, 'meta.rho': 0.1}
-  assert [m.method for m in members[8:]] == ['fedavg', 'perfedavg_fo']
+  assert [m.method for m in members[8:]] == ['fedavg', 'metagater_nogate']
   assert all(m.seed == 7 for m in members[8:])
   config = spec.member_config(test_config, members[3])
   assert (config.seed, config.meta.beta, config.meta.rho) == (5, 0.5, 0.1)
@@ -151,7 +159,7 @@ def test_grid_expands_fields_then_seeds(test_config):
 
 @pytest.mark.parametrize('sweep_spec, message', [
     ({'method': 'metagater', 'grid': {'meta.betta': [1.0]}},
-     "unknown field 'meta.betta' for metagater; fields that can vary: meta.lam"),
+     "unknown field 'meta.betta' for metagater; fields that can vary: per_method.metagater.lam"),
     ({'method': 'fedavg', 'grid': {'meta.rho': [0.1]}},
      "field 'meta.rho' cannot vary in a sweep of fedavg"),
     ({'method': 'metagater', 'grid': {'meta.rounds': [3]}},
@@ -209,6 +217,86 @@ def test_cli_misspelt_config_field_one_line_error(tmp_path):
   assert not (tmp_path / 'out').exists()
 
 
+def _row(method, validation, target, seed=0, diverged=False, sparsity=None, **hparams):
+  return dict(method=method, hparams=hparams, seed=seed, diverged=diverged,
+              validation_accuracy_mean=None if diverged else validation,
+              accuracy=None if diverged else target, validation_sparsity_mean=sparsity,
+              sparsity=sparsity, losses=[1.0, 0.5])
+
+
+def test_best_is_chosen_on_validation_not_on_targets():
+  from mg.sweep import results
+  rows = [_row('fedavg', 0.70, 0.99, lr=0.1), _row('fedavg', 0.70, 0.99, seed=1, lr=0.1),
+          _row('fedavg', 0.90, 0.60, lr=0.2), _row('fedavg', 0.80, 0.60, seed=1, lr=0.2),
+          _row('fedavg', 0.99, 0.99, lr=0.3), _row('fedavg', 0.0, 0.0, seed=1, lr=0.3,
+                                                    diverged=True)]
+  best = results.best_per_method(rows)['fedavg']
+  # lr=0.1 is best on the targets, lr=0.3 on one seed's validation but diverged on the other.
+  assert best['hparams'] == {'lr': 0.2} and best['seeds'] == [0, 1]
+  assert best['validation_accuracy_mean'] == pytest.approx(0.85)
+  assert best['accuracy_mean'] == pytest.approx(0.60)
+
+
+def test_matched_sparsity_picks_on_validation_within_tolerance():
+  from mg.sweep import results
+  rows = [_row('metagater', 0.9, 0.5, sparsity=0.50, b=1),
+          _row('metagater_unaccelerated', 0.95, 0.9, sparsity=0.05, b=1),
+          _row('metagater_unaccelerated', 0.80, 0.1, sparsity=0.47, b=2),
+          _row('metagater_unaccelerated', 0.85, 0.1, sparsity=0.54, b=3),
+          _row('metagater_unaccelerated', 0.99, 0.1, sparsity=0.60, b=4)]
+  best = results.best_per_method(rows)
+  assert best['metagater_unaccelerated']['hparams'] == {'b': 4}
+  matched = results.matched_sparsity(rows, best)
+  assert matched['hparams'] == {'b': 3} and matched['within_tolerance']
+  assert matched['reference_sparsity'] == pytest.approx(0.5)
+  far = results.matched_sparsity(rows[:2], results.best_per_method(rows[:2]))
+  assert far['hparams'] == {'b': 1} and not far['within_tolerance']
+
+
+@pytest.mark.parametrize('method, field, message', [
+    # Per-FedAvg HF reads perfedavg.alpha_hf: sweeping perfedavg.alpha changes nothing.
+    ('perfedavg_hf', 'perfedavg.alpha', "'perfedavg.alpha' cannot vary in a sweep of "
+     'perfedavg_hf: it does not reach perfedavg_hf'),
+    # Per-FedAvg adapts with its own alpha, not adapt.lr.
+    ('perfedavg_fo', 'adapt.lr', 'it does not reach perfedavg_fo'),
+    ('metagater_nogate', 'meta.rho', 'it does not reach metagater_nogate'),
+    ('fedavg', 'per_method.metagater.beta', 'it does not reach fedavg'),
+])
+def test_swept_field_that_does_not_reach_its_method_is_refused(test_config, method, field,
+                                                               message):
+  with pytest.raises(sweep.SweepError, match=message):
+    sweep.members({'method': method, 'grid': {field: [0.01, 0.02]}}, test_config)
+
+
+def test_shared_field_overridden_for_the_method_is_refused(test_config):
+  config = test_config.copy_and_resolve_references()
+  config.per_method.metagater_unaccelerated.beta = 2.0
+  with pytest.raises(sweep.SweepError, match=(
+      "'meta.beta' does not reach metagater_unaccelerated: the config sets "
+      'per_method.metagater_unaccelerated.beta=2.0')):
+    sweep.members({'method': 'metagater_unaccelerated', 'grid': {'meta.beta': [1.0]}},
+                  config)
+  # Still sweepable for MetaGater, which the override does not touch.
+  assert len(sweep.members({'method': 'metagater', 'grid': {'meta.beta': [1.0]}}, config)) == 1
+
+
+def test_every_traced_field_reaches_its_method(test_config):
+  from mg import methods
+  for method, fields in spec.TRACED_FIELDS.items():
+    for field in fields:
+      members = sweep.members({'method': method, 'grid': {field: [0.125, 0.25]}}, test_config)
+      settings = [methods.settings(method, spec.member_config(test_config, m))
+                  for m in members]
+      assert settings[0] != settings[1], (method, field)
+
+
+def test_sweep_needs_validation_tasks(test_config):
+  config = test_config.copy_and_resolve_references()
+  config.data.num_validation = 0
+  with pytest.raises(sweep.SweepError, match='num_validation'):
+    sweep.members({'method': 'fedavg', 'grid': {'adapt.lr': [0.1]}}, config)
+
+
 def test_load_reports_missing_file_and_function(tmp_path):
   with pytest.raises(sweep.SweepError, match='does not exist'):
     sweep.load(str(tmp_path / 'nope.py'))
@@ -229,3 +317,14 @@ def test_sweep_files_of_the_configs_expand(test_config):
     assert count is None or len(members) == count
     assert len({(m.method, tuple(sorted(m.values.items())), m.seed) for m in members}) \
         == len(members), name
+    if count is None:
+      # Equal tuning effort: every trained method, the same number of configurations
+      # over its own fields, at the same seeds.
+      configurations, seeds = {}, {}
+      for m in members:
+        configurations.setdefault(m.method, set()).add(tuple(sorted(m.values.items())))
+        seeds.setdefault(m.method, set()).add(m.seed)
+        assert all(f.startswith(f'per_method.{m.method}.') for f in m.values), m
+      assert set(configurations) == set(spec.TRACED_FIELDS), name
+      assert len({len(c) for c in configurations.values()}) == 1, (name, configurations)
+      assert len({frozenset(s) for s in seeds.values()}) == 1, name

@@ -53,8 +53,8 @@ def _config(test_config, **overrides):
     ('debug_nan_method', 'fedsgd', "debug_nan_method='fedsgd': expected one of the methods"),
     ('model.gated_layers', ('conv9',), "model.gated_layers=('conv9',)"),
     ('meta.regularizer', 'l3', "meta.regularizer='l3'"),
-    # Tasks per round vs meta-training tasks (configs/test.py: 8 - 2 = 6).
-    ('meta.tasks_per_round', 7, 'meta.tasks_per_round=7 is more than the 6 meta-training'),
+    # Tasks per round vs meta-training tasks (configs/test.py: 8 - 2 targets - 2 validation).
+    ('meta.tasks_per_round', 7, 'meta.tasks_per_round=7 is more than the 4 meta-training'),
 ])
 def test_config_errors_name_the_field(test_config, field, value, message):
   with pytest.raises(config_lib.ConfigError) as error:
@@ -155,9 +155,10 @@ def test_the_checkpoint_holds_the_config_of_record(test_config, tmp_path):
 
 
 @pytest.mark.parametrize('field, message', [
-    ('meta.batch_size', 'meta.batch_size=100000 is more than the 28 support examples of '
-     'the largest meta-training task; use at most 28'),
-    ('adapt.batch_size', 'adapt.batch_size=100000 is more than the 23 support examples of '
+    # A meta-training node trains on all its local data (support and query).
+    ('meta.batch_size', 'meta.batch_size=100000 is more than the 40 local examples of '
+     'the largest meta-training task; use at most 40'),
+    ('adapt.batch_size', 'adapt.batch_size=100000 is more than the 23 local examples of '
      'the largest target task; use at most 23'),
 ])
 def test_a_batch_larger_than_every_task_is_refused_with_the_numbers(test_config, test_data,

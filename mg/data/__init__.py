@@ -3,10 +3,10 @@
 See DESIGN.md s.6 (experimental setup) and s.8 (data available offline).
 """
 
-from mg.data.config import FIELDS, SOURCES, SPLITS, validate
+from mg.data.config import FIELDS, SOURCES, SPLITS, num_validation, validate
 from mg.data.errors import DataError
-from mg.data.federated import build
-from mg.data.partition import Partition, describe, partition
+from mg.data.federated import arrays_for, build, info_of, load_checked, partition_for
+from mg.data.partition import Partition, describe, partition, row_bounds
 from mg.data.sources import Dataset, load
 from mg.data.specs import SPECS, DatasetSpec
 from mg.data.tasks import (FederatedData, TaskArrays, federated_arrays,
@@ -14,7 +14,8 @@ from mg.data.tasks import (FederatedData, TaskArrays, federated_arrays,
 
 __all__ = [
     'FIELDS', 'SOURCES', 'SPLITS', 'SPECS', 'DataError', 'Dataset',
-    'DatasetSpec', 'FederatedData', 'Partition', 'TaskArrays', 'build',
-    'describe', 'federated_arrays', 'load', 'partition', 'select_tasks',
-    'task_arrays', 'validate',
+    'DatasetSpec', 'FederatedData', 'Partition', 'TaskArrays', 'arrays_for', 'build',
+    'info_of', 'load_checked', 'partition_for',
+    'describe', 'federated_arrays', 'load', 'num_validation', 'partition',
+    'row_bounds', 'select_tasks', 'task_arrays', 'validate',
 ]

@@ -17,7 +17,8 @@ from mg.data.specs import SPECS
 SOURCES = ('auto', 'digits', 'tfds', 'raw')
 SPLITS = ('train', 'test', 'all')
 FIELDS = ('source', 'name', 'dir', 'split', 'num_tasks', 'num_targets',
-          'classes_per_task', 'min_samples', 'max_samples', 'query_fraction')
+          'num_validation', 'classes_per_task', 'min_samples', 'max_samples',
+          'query_fraction')
 
 
 def _hint(word: str, choices) -> str:
@@ -36,9 +37,25 @@ def is_int(value: Any) -> bool:
   return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def num_validation(cfg) -> int:
+  """``config.data.num_validation`` resolved: ``None`` means the default.
+
+  The default is as many validation tasks as target tasks when that leaves at
+  least as many meta-training tasks, else 3: enough tasks to choose
+  hyperparameters on without ever looking at the targets.
+  """
+  value = cfg['num_validation']
+  if value is not None:
+    return value
+  num_tasks, num_targets = cfg['num_tasks'], cfg['num_targets']
+  if is_int(num_tasks) and is_int(num_targets) and num_tasks - 2 * num_targets >= num_targets:
+    return num_targets
+  return 3
+
+
 def check_partition_args(*, num_classes: int, num_tasks, classes_per_task,
                          min_samples, max_samples, query_fraction,
-                         num_targets) -> None:
+                         num_targets, num_validation=0) -> None:
   """The numeric constraints of a federated partition (DESIGN.md s.2, s.6)."""
   for field, value in (('num_tasks', num_tasks),
                        ('classes_per_task', classes_per_task),
@@ -48,11 +65,15 @@ def check_partition_args(*, num_classes: int, num_tasks, classes_per_task,
     if not is_int(value) or value < 1:
       raise DataError(f'config.data.{field}={value!r} must be a positive '
                       'integer.')
-  if num_targets >= num_tasks:
+  if not is_int(num_validation) or num_validation < 0:
+    raise DataError(f'config.data.num_validation={num_validation!r} must be an '
+                    'integer >= 0 (or None for the default).')
+  if num_targets + num_validation >= num_tasks:
     raise DataError(
         f'config.data.num_targets={num_targets} must be smaller than '
-        f'config.data.num_tasks={num_tasks}: some tasks must remain for '
-        'meta-training.')
+        f'config.data.num_tasks={num_tasks} minus '
+        f'config.data.num_validation={num_validation}: some tasks must remain '
+        'for meta-training.')
   if classes_per_task > num_classes:
     raise DataError(
         f'config.data.classes_per_task={classes_per_task} exceeds the '
@@ -118,4 +139,5 @@ def validate(cfg) -> None:
       num_classes=SPECS[cfg['name']].num_classes,
       num_tasks=cfg['num_tasks'], classes_per_task=cfg['classes_per_task'],
       min_samples=cfg['min_samples'], max_samples=cfg['max_samples'],
-      query_fraction=cfg['query_fraction'], num_targets=cfg['num_targets'])
+      query_fraction=cfg['query_fraction'], num_targets=cfg['num_targets'],
+      num_validation=num_validation(cfg))

@@ -18,8 +18,13 @@ and a query (test) part. Here, deterministically from ``seed``:
    sample is in two tasks;
 4. support/query: ``round(query_fraction * n_t)`` random samples of the task
    (at least one, leaving at least one) form the query, the rest the support;
-5. roles: the tasks are shuffled; tasks ``[0, num_tasks - num_targets)`` are
-   meta-training tasks and the rest target tasks.
+5. roles: the tasks are shuffled; the last ``num_targets`` are target tasks,
+   the ``num_validation`` before them validation tasks and the rest
+   meta-training tasks.
+
+Validation tasks are disjoint from meta-training and adapted and scored exactly
+like targets; hyperparameters are chosen on them (``mg.sweep``), never on the
+targets, whose scores are the reported results.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ class Partition:
     num_targets: the last ``num_targets`` task ids are target tasks.
     num_classes: classes of the dataset.
     seed: the seed the partition was drawn with.
+    num_validation: the ``num_validation`` task ids before the targets are
+      validation tasks.
   """
   classes: np.ndarray
   class_sizes: np.ndarray
@@ -52,6 +59,7 @@ class Partition:
   num_targets: int
   num_classes: int
   seed: int
+  num_validation: int = 0
 
   @property
   def num_tasks(self) -> int:
@@ -59,7 +67,7 @@ class Partition:
 
   @property
   def num_train_tasks(self) -> int:
-    return self.num_tasks - self.num_targets
+    return self.num_tasks - self.num_targets - self.num_validation
 
   @property
   def classes_per_task(self) -> int:
@@ -71,12 +79,19 @@ class Partition:
     return np.arange(self.num_train_tasks)
 
   @property
+  def validation_tasks(self) -> np.ndarray:
+    """Task ids of the validation tasks, just before the targets."""
+    return np.arange(self.num_train_tasks, self.num_tasks - self.num_targets)
+
+  @property
   def target_tasks(self) -> np.ndarray:
-    """Task ids of the target tasks, ``[num_train_tasks, num_tasks)``."""
-    return np.arange(self.num_train_tasks, self.num_tasks)
+    """Task ids of the target tasks, the last ``num_targets``."""
+    return np.arange(self.num_tasks - self.num_targets, self.num_tasks)
 
   def role(self, task: int) -> str:
-    return 'train' if task < self.num_train_tasks else 'target'
+    if task < self.num_train_tasks:
+      return 'train'
+    return 'validation' if task < self.num_tasks - self.num_targets else 'target'
 
   def stats(self) -> dict:
     """JSON-able summary: sizes, class usage and one entry per task."""
@@ -91,6 +106,7 @@ class Partition:
     return {
         'num_tasks': self.num_tasks,
         'num_train_tasks': self.num_train_tasks,
+        'num_validation': self.num_validation,
         'num_targets': self.num_targets,
         'num_classes': self.num_classes,
         'classes_per_task': self.classes_per_task,
@@ -161,7 +177,8 @@ def _check_supply(pools, classes, class_sizes, num_tasks, min_samples,
 
 def partition(labels, num_classes: int, *, num_tasks: int,
               classes_per_task: int, min_samples: int, max_samples: int,
-              query_fraction: float, num_targets: int, seed: int) -> Partition:
+              query_fraction: float, num_targets: int, seed: int,
+              num_validation: int = 0) -> Partition:
   """Draws a federated partition of ``labels`` (see the module docstring).
 
   Args:
@@ -174,6 +191,7 @@ def partition(labels, num_classes: int, *, num_tasks: int,
     query_fraction: share of each task held out as its query split.
     num_targets: target tasks (never seen in meta-training).
     seed: seed of the numpy Generator; the same seed gives the same partition.
+    num_validation: validation tasks (never seen in meta-training either).
 
   Returns:
     A :class:`Partition` of dataset indices.
@@ -185,7 +203,7 @@ def partition(labels, num_classes: int, *, num_tasks: int,
       num_classes=num_classes, num_tasks=num_tasks,
       classes_per_task=classes_per_task, min_samples=min_samples,
       max_samples=max_samples, query_fraction=query_fraction,
-      num_targets=num_targets)
+      num_targets=num_targets, num_validation=num_validation)
   labels = np.asarray(labels)
   if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
     raise DataError(f'labels must be a 1-D integer array, got shape '
@@ -210,8 +228,7 @@ def partition(labels, num_classes: int, *, num_tasks: int,
       chunks.append(pools[c][taken[c]:taken[c] + n])
       taken[c] += n
     samples = rng.permutation(np.concatenate(chunks))
-    n_query = int(np.clip(round(query_fraction * len(samples)), 1,
-                          len(samples) - 1))
+    n_query = query_size(len(samples), query_fraction)
     query.append(samples[:n_query])
     support.append(samples[n_query:])
 
@@ -220,7 +237,29 @@ def partition(labels, num_classes: int, *, num_tasks: int,
       classes=classes[order], class_sizes=class_sizes[order],
       support=tuple(support[t] for t in order),
       query=tuple(query[t] for t in order),
-      num_targets=num_targets, num_classes=num_classes, seed=int(seed))
+      num_targets=num_targets, num_classes=num_classes, seed=int(seed),
+      num_validation=num_validation)
+
+
+def query_size(n: int, query_fraction: float) -> int:
+  """Query samples of a task of ``n`` (step 4): at least one, leaving one."""
+  return int(np.clip(round(query_fraction * n), 1, n - 1))
+
+
+def row_bounds(min_samples: int, max_samples: int,
+               query_fraction: float) -> dict:
+  """The most rows a task can have in each split, whatever the seed.
+
+  Padding every partition's arrays to these bounds gives every repeat (each
+  draws its own partition) the same shapes, so nothing is compiled again.
+
+  Returns:
+    ``{'all': ..., 'support': ..., 'query': ...}``.
+  """
+  sizes = range(min_samples, max_samples + 1)
+  queries = [query_size(n, query_fraction) for n in sizes]
+  return {'all': max_samples, 'query': max(queries),
+          'support': max(n - q for n, q in zip(sizes, queries))}
 
 
 def describe(part: Partition) -> str:
@@ -237,7 +276,8 @@ def describe(part: Partition) -> str:
     usage = f'min {min(counts)}, max {max(counts)}'
   return '\n'.join([
       f"partition (seed {s['seed']}): {s['num_tasks']} tasks = "
-      f"{s['num_train_tasks']} meta-training + {s['num_targets']} target, "
+      f"{s['num_train_tasks']} meta-training + {s['num_validation']} validation + "
+      f"{s['num_targets']} target, "
       f"{s['classes_per_task']} of {s['num_classes']} classes each",
       f"  samples per task: {line(s['samples_per_task'])}, "
       f"total {s['samples_per_task']['total']}",

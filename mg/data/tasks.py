@@ -1,10 +1,14 @@
 """Tasks as padded arrays, so sampled tasks are gathered by index inside jit.
 
-Every task of a group (meta-training support, meta-training query, target
-support, target query) is padded to the largest task of that group: the task's
-rows come first, then padding rows of zeros with label 0 and mask 0. A sampled
-set of tasks is then ``jax.tree.map(lambda a: a[idx], tasks)`` with static
-shapes, whatever the task sizes (DESIGN.md s.3, Algorithm 1 step 3).
+Every task of a group (meta-training data, validation support and query,
+target support and query) is padded to the largest task of that group, or to
+a given bound: the task's rows come first, then padding rows of zeros with
+label 0 and mask 0. A sampled set of tasks is then
+``jax.tree.map(lambda a: a[idx], tasks)`` with static shapes, whatever the
+task sizes (DESIGN.md s.3, Algorithm 1 step 3).
+
+A meta-training node trains on all of its local data (its support and query
+samples together): only validation and target tasks need a held-out query.
 """
 
 from __future__ import annotations
@@ -31,27 +35,37 @@ class TaskArrays(NamedTuple):
 
 
 class FederatedData(NamedTuple):
-  """The four task groups of a federated partition (DESIGN.md s.2, s.4)."""
-  train_support: TaskArrays
-  train_query: TaskArrays
+  """The task groups of a federated partition (DESIGN.md s.2, s.4).
+
+  Attributes:
+    train: meta-training tasks, all local data (support and query).
+    validation_support, validation_query: validation tasks (for choosing
+      hyperparameters; never reported as results).
+    target_support, target_query: target tasks (the reported results).
+  """
+  train: TaskArrays
+  validation_support: TaskArrays
+  validation_query: TaskArrays
   target_support: TaskArrays
   target_query: TaskArrays
 
 
 def task_arrays(images: np.ndarray, labels: np.ndarray,
-                indices: Sequence[np.ndarray]) -> TaskArrays:
+                indices: Sequence[np.ndarray], rows: int = 0) -> TaskArrays:
   """Stacks the tasks given by dataset ``indices`` into padded arrays.
 
   Args:
     images: (N, H, W, C) float32 dataset images.
     labels: (N,) int dataset labels.
     indices: one array of dataset indices per task.
+    rows: rows per task (0: the largest task's); at least the largest task.
 
   Returns:
-    :class:`TaskArrays` with ``S = max(len(i) for i in indices)`` (at least 1).
+    :class:`TaskArrays` with ``S = max(rows, max(len(i) for i in indices))``
+    (at least 1).
   """
   counts = np.array([len(i) for i in indices], np.int32)
-  rows = max(1, int(counts.max(initial=0)))
+  rows = max(1, rows, int(counts.max(initial=0)))
   num_tasks = len(indices)
   x = np.zeros((num_tasks, rows, *images.shape[1:]), np.float32)
   y = np.zeros((num_tasks, rows), np.int32)
@@ -68,15 +82,27 @@ def select_tasks(tasks: TaskArrays, idx) -> TaskArrays:
   return jax.tree.map(lambda a: a[idx], tasks)
 
 
-def federated_arrays(images: np.ndarray, labels: np.ndarray,
-                     part) -> FederatedData:
-  """The padded arrays of a :class:`~mg.data.partition.Partition`."""
-  train, target = part.train_tasks, part.target_tasks
+def federated_arrays(images: np.ndarray, labels: np.ndarray, part,
+                     rows: dict | None = None) -> FederatedData:
+  """The padded arrays of a :class:`~mg.data.partition.Partition`.
+
+  ``rows`` (``{'all', 'support', 'query'}``, e.g. ``partition.row_bounds``)
+  pads every group to fixed sizes; by default each group to its largest task.
+  """
+  rows = rows or {}
+
+  def group(tasks, split):
+    if split == 'all':
+      indices = [np.concatenate([part.support[t], part.query[t]]) for t in tasks]
+    else:
+      indices = [getattr(part, split)[t] for t in tasks]
+    return task_arrays(images, labels, indices, rows.get(split, 0))
+
+  validation, target = part.validation_tasks, part.target_tasks
   return FederatedData(
-      train_support=task_arrays(images, labels,
-                                [part.support[t] for t in train]),
-      train_query=task_arrays(images, labels, [part.query[t] for t in train]),
-      target_support=task_arrays(images, labels,
-                                 [part.support[t] for t in target]),
-      target_query=task_arrays(images, labels, [part.query[t] for t in target]),
+      train=group(part.train_tasks, 'all'),
+      validation_support=group(validation, 'support'),
+      validation_query=group(validation, 'query'),
+      target_support=group(target, 'support'),
+      target_query=group(target, 'query'),
   )

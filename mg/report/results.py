@@ -22,17 +22,20 @@ from mg.report.tables import results_markdown
 # Every row has these keys, in this order (None where a key does not apply).
 ROW_KEYS = (
     'method', 'accuracy_mean', 'accuracy_std', 'accuracy_std_over',
-    'sparsity_mean', 'sparsity_std', 'macs_ratio', 'train_time_s',
+    'accuracy_std_repeats', 'accuracy_std_targets',
+    'sparsity_mean', 'sparsity_std', 'sparsity_std_repeats',
+    'weight_sparsity_mean', 'weight_sparsity_std', 'macs_ratio', 'train_time_s',
     'adapt_time_s', 'rounds', 'local_steps', 'repeats', 'diverged',
     'diverged_round', 'diverged_stage', 'not_run', 'target_accuracy', 'target_sparsity',
-    'seconds_per_round', 'images_per_second', 'compile_s')
+    'repeat_accuracy', 'seconds_per_round', 'images_per_second', 'compile_s')
 
 # Keys set to None when a repeat diverged: numbers a fault may have corrupted.
 METRIC_KEYS = (
-    'accuracy_mean', 'accuracy_std', 'accuracy_std_over', 'sparsity_mean',
-    'sparsity_std', 'macs_ratio', 'train_time_s', 'adapt_time_s',
-    'target_accuracy', 'target_sparsity', 'seconds_per_round',
-    'images_per_second', 'compile_s')
+    'accuracy_mean', 'accuracy_std', 'accuracy_std_over', 'accuracy_std_repeats',
+    'accuracy_std_targets', 'sparsity_mean', 'sparsity_std', 'sparsity_std_repeats',
+    'weight_sparsity_mean', 'weight_sparsity_std', 'macs_ratio', 'train_time_s',
+    'adapt_time_s', 'target_accuracy', 'target_sparsity', 'repeat_accuracy',
+    'seconds_per_round', 'images_per_second', 'compile_s')
 
 
 def _mean(values: Sequence[Any]) -> float | None:
@@ -52,6 +55,12 @@ def _pooled(lists: Sequence[Any]) -> list[float] | None:
   if not present:
     return None
   return [float(value) for lst in present for value in np.ravel(np.asarray(lst, np.float64))]
+
+
+def _within(lists: Sequence[Any]) -> float | None:
+  """Mean over repeats of the std across one repeat's values (e.g. its targets)."""
+  stds = [_std(list(np.ravel(lst))) for lst in lists if lst is not None and len(lst)]
+  return float(np.mean(stds)) if stds else None
 
 
 def _setting(repeats: Sequence[dict], key: str) -> Any:
@@ -84,11 +93,13 @@ def summarize(method: str, repeats: Sequence[dict]) -> dict:
     repeats: one dict per repeat with keys ``accuracy`` (mean target accuracy,
       a fraction), ``target_accuracy`` (list per target), ``sparsity`` (mean
       channel sparsity over targets, or None), ``target_sparsity`` (list or
-      None), ``macs_ratio`` (or None), ``train_time_s``, ``adapt_time_s``,
-      ``rounds``, ``local_steps``, ``diverged`` and optionally ``diverged_round``
-      and ``diverged_stage`` (``'training'``, ``'adaptation'`` or
-      ``'evaluation'``), or ``not_run`` (why the method was not run: its metrics
-      are None and it is not a divergence).
+      None), optionally ``sparsity_kind`` (``'channel'``, the default, or
+      ``'weight'``), ``macs_ratio`` (or None), ``train_time_s``,
+      ``adapt_time_s``, ``rounds``, ``local_steps``, ``diverged`` and
+      optionally ``diverged_round`` and ``diverged_stage`` (``'training'``,
+      ``'adaptation'`` or ``'evaluation'``), or ``not_run`` (why the method was
+      not run: its metrics are None and it is not a divergence). Each repeat
+      has its own partition, so its targets are other tasks.
 
   Returns:
     A dict with every key of `ROW_KEYS`:
@@ -96,9 +107,17 @@ def summarize(method: str, repeats: Sequence[dict]) -> dict:
       ``accuracy_std``: its std across repeats (``accuracy_std_over ==
         'repeats'``); with a single repeat, the std across targets
         (``'targets'``). Stds are population stds (ddof=0).
-      ``sparsity_mean``: mean over repeats; ``sparsity_std``: std of the
-        per-target sparsity pooled over repeats (the paper's "sparsity
-        diversity" across target tasks).
+      ``accuracy_std_repeats``: the std across repeats of the repeat means
+        (None for one repeat); ``accuracy_std_targets``: the std across one
+        repeat's targets, averaged over repeats.
+      ``repeat_accuracy``: each repeat's mean target accuracy.
+      ``sparsity_mean``: mean over repeats of the *channel* sparsity (gated
+        channels off, or filters pruned); ``sparsity_std``: its std across
+        one repeat's targets, averaged over repeats (the paper's "sparsity
+        diversity"); ``sparsity_std_repeats``: std of the repeat means.
+      ``weight_sparsity_mean``, ``weight_sparsity_std``: the same for
+        unstructured weight sparsity (MetaSNIP), kept apart from channel
+        sparsity (the ``sparsity_*`` keys are then None).
       ``macs_ratio``, ``train_time_s``, ``adapt_time_s``, and the optional
         ``seconds_per_round``, ``images_per_second``, ``compile_s``: means over
         the repeats that report them (None where none does).
@@ -146,12 +165,25 @@ def summarize(method: str, repeats: Sequence[dict]) -> dict:
     accuracy_std, std_over = _std(target_accuracy), 'targets'
   else:
     accuracy_std, std_over = None, None
+  sparsities = [repeat.get('sparsity') for repeat in repeats]
+  sparsity_mean = _mean(sparsities)
+  sparsity_std = _within([repeat.get('target_sparsity') for repeat in repeats])
+  kinds = {repeat.get('sparsity_kind') or 'channel' for repeat in repeats}
+  weight = kinds == {'weight'}
   row.update(
       accuracy_mean=_mean(accuracies),
       accuracy_std=accuracy_std,
       accuracy_std_over=std_over,
-      sparsity_mean=_mean([repeat.get('sparsity') for repeat in repeats]),
-      sparsity_std=_std(target_sparsity),
+      accuracy_std_repeats=_std(accuracies) if len(repeats) > 1 else None,
+      accuracy_std_targets=_within([repeat.get('target_accuracy') for repeat in repeats]),
+      repeat_accuracy=accuracies,
+      sparsity_mean=None if weight else sparsity_mean,
+      sparsity_std=None if weight else sparsity_std,
+      sparsity_std_repeats=(_std([x for x in sparsities if x is not None])
+                            if len(repeats) > 1 and sparsity_mean is not None and not weight
+                            else None),
+      weight_sparsity_mean=sparsity_mean if weight else None,
+      weight_sparsity_std=sparsity_std if weight else None,
       macs_ratio=_mean([repeat.get('macs_ratio') for repeat in repeats]),
       train_time_s=_mean([repeat.get('train_time_s') for repeat in repeats]),
       adapt_time_s=_mean([repeat.get('adapt_time_s') for repeat in repeats]),

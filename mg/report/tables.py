@@ -17,6 +17,7 @@ DISPLAY_NAMES = {
     'metagater_nogate': 'MetaGater w/o gating',
     'metagater': 'MetaGater',
     'metasnip': 'MetaSNIP',
+    'metasnip_filters': 'MetaSNIP (filters)',
     'metagater_unaccelerated': 'MetaGater (alpha_t = 1)',
 }
 
@@ -79,18 +80,26 @@ def _accuracy(row: dict, missing: str, pm: str, mark: str) -> str:
 # diverged row read 'diverged', those of a method not run 'not run'.
 Column = tuple[str, Callable[[dict, str], str], bool]
 
+def _std_percent(value: float | None, missing: str) -> str:
+  return missing if value is None else f'{100.0 * value:.2f}'
+
+
 TABLE1: tuple[Column, ...] = (
     ('Method', lambda row, m: display_name(row['method']), False),
     ('Local updates', lambda row, m: _setting(row.get('local_steps'), m), False),
     ('Accuracy (%)', lambda row, m: _accuracy(row, m, ' ± ', '†'), True),
+    ('Std across targets', lambda row, m: _std_percent(row.get('accuracy_std_targets'), m),
+     True),
     ('Training time (s)', lambda row, m: _seconds(row.get('train_time_s'), m), True),
 )
 
 TABLE2: tuple[Column, ...] = (
     ('Method', lambda row, m: display_name(row['method']), False),
     ('Accuracy (%)', lambda row, m: _accuracy(row, m, ' ± ', '†'), True),
-    ('Sparsity (%)', lambda row, m: _percent_pm(
+    ('Channel sparsity (%)', lambda row, m: _percent_pm(
         row.get('sparsity_mean'), row.get('sparsity_std'), m, ' ± '), True),
+    ('Weight sparsity (%)', lambda row, m: _percent_pm(
+        row.get('weight_sparsity_mean'), row.get('weight_sparsity_std'), m, ' ± '), True),
     ('MACs vs dense (%)', lambda row, m: _percent(row.get('macs_ratio'), m), True),
     ('Adaptation time (ms)', lambda row, m: _milliseconds(row.get('adapt_time_s'), m), True),
 )
@@ -109,8 +118,10 @@ TERMINAL: tuple[Column, ...] = (
     ('Local', lambda row, m: _setting(row.get('local_steps'), m), False),
     ('Rounds', lambda row, m: _setting(row.get('rounds'), m), False),
     ('Accuracy (%)', lambda row, m: _accuracy(row, m, ' +- ', '*'), True),
-    ('Sparsity (%)', lambda row, m: _percent_pm(
+    ('Channel sp. (%)', lambda row, m: _percent_pm(
         row.get('sparsity_mean'), row.get('sparsity_std'), m, ' +- '), True),
+    ('Weight sp. (%)', lambda row, m: _percent_pm(
+        row.get('weight_sparsity_mean'), row.get('weight_sparsity_std'), m, ' +- '), True),
     ('MACs (%)', lambda row, m: _percent(row.get('macs_ratio'), m), True),
     ('Train (s)', lambda row, m: _seconds(row.get('train_time_s'), m), True),
     ('Adapt (ms)', lambda row, m: _milliseconds(row.get('adapt_time_s'), m), True),
@@ -167,7 +178,8 @@ def partition_lines(partition: dict | None) -> list[str]:
   partition = partition or {}
   lines = []
   counts = [f'{partition[key]} {label}' for key, label in
-            (('num_train_tasks', 'meta-training'), ('num_targets', 'targets'))
+            (('num_train_tasks', 'meta-training'), ('num_validation', 'validation'),
+             ('num_targets', 'targets'))
             if partition.get(key) is not None]
   if partition.get('num_tasks') is not None:
     detail = f" ({', '.join(counts)})" if counts else ''
@@ -194,8 +206,10 @@ def _notes(rows: Sequence[dict]) -> list[str]:
   counts = sorted({row.get('repeats') for row in rows if row.get('repeats') is not None})
   notes = []
   if len(counts) == 1:
-    notes.append(f'Mean ± std over {counts[0]} repeat(s) of the mean query accuracy over '
-                 'target tasks after one-step fast adaptation.')
+    notes.append(f'Mean ± std over {counts[0]} repeat(s) (each with its own partition) of '
+                 'the mean query accuracy over target tasks after one-step fast adaptation; '
+                 "'Std across targets': the std over one repeat's target tasks, averaged "
+                 'over repeats.')
   elif counts:
     notes.append('Repeats: ' + ', '.join(
         f"{display_name(row['method'])} {row.get('repeats')}" for row in rows) + '.')
@@ -232,9 +246,13 @@ def results_markdown(rows: Sequence[dict], partition: dict | None,
                markdown_table(rows, TABLE1), '']
   sections += ['## Sparsity and adaptation cost (cf. MetaGater paper, Table 2)', '',
                markdown_table(rows, TABLE2), '',
-               'Sparsity: fraction of gated channels off on target query inputs, mean ± std '
-               'across target tasks (sparsity diversity). MACs relative to the dense network. '
-               'Adaptation time per target (compiled).', '']
+               'Channel sparsity: fraction of gated channels off on target query inputs '
+               '(MetaGater) or of filters pruned (MetaSNIP (filters)); weight sparsity: '
+               'fraction of weights pruned (MetaSNIP, unstructured); mean ± std across '
+               "one repeat's target tasks (sparsity diversity), averaged over repeats. MACs "
+               'relative to the dense network (for unstructured MetaSNIP only with sparse '
+               'kernels that skip zeros: dense hardware saves nothing). Adaptation time per '
+               'target (compiled).', '']
   if any(row.get('seconds_per_round') is not None for row in rows):
     sections += ['## Speed', '', markdown_table(rows, SPEED), '',
                  'Median seconds per round after the first (compiled) round; images per '

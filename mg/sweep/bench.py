@@ -63,7 +63,7 @@ def sequential_runs(setup: runner_lib.SweepSetup, members: Sequence[spec_lib.Mem
       return last[t]
 
     state = method.algorithm.init(method.model.init(init_key), **method.hparams)
-    result = train_lib.train(method, state, runner.round_fn, fed.train_support, train_key,
+    result = train_lib.train(method, state, runner.round_fn, fed.train, train_key,
                              rounds=config.meta.rounds, eval_every=config.eval_every,
                              evaluate=evaluate)
     diverged = result.diverged_round is not None

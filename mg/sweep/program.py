@@ -20,7 +20,10 @@ both over a leading member axis with ``jax.vmap``:
   diverged and touches no other member. The evaluations record whether each
   target's adapted parameters and logits were finite, so ``mg.sweep.runner``
   applies the single run's other divergence rules (non-finite adaptation or
-  evaluation, a loss above ``mg.train.LOSS_BOUND`` times the first round's).
+  evaluation, a loss above ``mg.train.LOSS_BOUND`` times the first round's);
+* after the last round every member is also adapted and scored on the
+  validation tasks, exactly as on the targets (with its own evaluation key):
+  the score a sweep ranks configurations by (``mg.sweep.results``).
 
 Member ``i`` reproduces ``mg.run.run`` with its config (repeat 0): the same
 partition (from its seed), the same keys (``member_keys``), the same rounds,
@@ -52,6 +55,8 @@ from mg.data import TaskArrays
 from mg.federated import mapping
 
 AXIS = 'sweep'
+# Folded into a member's evaluation key for its validation tasks.
+VALIDATION_STREAM = 0x7A11D
 
 
 def member_keys(seed: int, method: str):
@@ -92,6 +97,8 @@ class SweepData(NamedTuple):
   train: TaskArrays
   support: TaskArrays
   query: TaskArrays
+  validation_support: TaskArrays
+  validation_query: TaskArrays
 
 
 def pad_rows(tasks: TaskArrays, rows: int) -> TaskArrays:
@@ -110,9 +117,11 @@ def stack_data(feds: Sequence[Any]) -> SweepData:
     rows = max(t.x.shape[1] for t in groups)
     padded = [pad_rows(t, rows) for t in groups]
     return jax.tree.map(lambda *xs: np.stack(xs), *padded)
-  return SweepData(stack([f.train_support for f in feds]),
+  return SweepData(stack([f.train for f in feds]),
                    stack([f.target_support for f in feds]),
-                   stack([f.target_query for f in feds]))
+                   stack([f.target_query for f in feds]),
+                   stack([f.validation_support for f in feds]),
+                   stack([f.validation_query for f in feds]))
 
 
 class Shardings(NamedTuple):
@@ -132,6 +141,7 @@ class Members(NamedTuple):
   adapt_lr: jax.Array
   train_keys: jax.Array
   eval_keys: jax.Array
+  validation_keys: jax.Array
 
 
 def init_members(method, hparams: Sequence[dict], adapt_lrs: Sequence[float],
@@ -160,7 +170,9 @@ def init_members(method, hparams: Sequence[dict], adapt_lrs: Sequence[float],
       state=gather([jax.device_get(s) for s in states]),
       adapt_lr=np.asarray(adapt_lrs, np.float32)[flat].reshape(shape),
       train_keys=jnp.stack([keys[i][1] for i in flat]).reshape(shape),
-      eval_keys=jnp.stack([keys[i][2] for i in flat]).reshape(shape))
+      eval_keys=jnp.stack([keys[i][2] for i in flat]).reshape(shape),
+      validation_keys=jnp.stack([jax.random.fold_in(keys[i][2], VALIDATION_STREAM)
+                                 for i in flat]).reshape(shape))
   if sharding is None:
     return jax.tree.map(jnp.asarray, members)
   return jax.device_put(members, sharding)
@@ -183,7 +195,7 @@ class Program(NamedTuple):
   evaluate: Any
 
 
-def build_program(method, *, num_train: int, tasks_per_round: int, num_targets: int,
+def build_program(method, *, num_train: int, tasks_per_round: int,
                   strategy: str) -> Program:
   """The jitted sweep ``step`` and ``evaluate`` of ``method``'s members."""
   if method.algorithm is None:
@@ -219,7 +231,9 @@ def build_program(method, *, num_train: int, tasks_per_round: int, num_targets: 
   over_targets = jax.vmap(over_members, in_axes=(None, None, None, None, 0, 0, 0))
 
   def group_evaluate(state, lr, key, t, support, query):
-    scores = over_targets(state, lr, key, t, support, query, jnp.arange(num_targets))
+    # Targets or validation tasks: as many as ``support`` holds (static).
+    tasks = jnp.arange(support.count.shape[0])
+    scores = over_targets(state, lr, key, t, support, query, tasks)
     return jax.tree.map(lambda a: jnp.moveaxis(a, 0, 1), scores)  # (M, targets)
 
   group_step = jax.vmap(member_step, in_axes=(0, 0, 0, None, 0, None))
@@ -237,6 +251,10 @@ class Trace(NamedTuple):
     accuracy, sparsity, macs_ratio: ``(E, G, M, targets)`` evaluations.
     logits_finite, adapted_finite: ``(E, G, M, targets)``: whether the logits
       and the adapted parameters of each evaluation were finite.
+    validation_accuracy, validation_sparsity: ``(G, M, validation tasks)``
+      after the last round.
+    validation_finite: ``(G, M, validation tasks)``: whether the validation
+      tasks' adapted parameters and logits were finite.
     losses: ``(R, G, M)`` mean local loss per round (NaN once diverged).
     diverged_round: ``(G, M)``: the round a member turned non-finite, 0 if never.
     state: the final stacked state (on the devices).
@@ -250,6 +268,9 @@ class Trace(NamedTuple):
   state: Any
   logits_finite: Optional[np.ndarray] = None
   adapted_finite: Optional[np.ndarray] = None
+  validation_accuracy: Optional[np.ndarray] = None
+  validation_sparsity: Optional[np.ndarray] = None
+  validation_finite: Optional[np.ndarray] = None
 
 
 def train(program: Program, members: Members, data: SweepData, *, rounds: int,
@@ -274,7 +295,11 @@ def train(program: Program, members: Members, data: SweepData, *, rounds: int,
                                         data.support, data.query)))
     if on_round is not None:
       on_round(t)
-  evals, losses, diverged = jax.device_get((evals, losses, diverged))
+  validation, validation_adapted = program.evaluate(state, members.adapt_lr, members.validation_keys,
+                                   jnp.asarray(rounds, jnp.int32), data.validation_support,
+                                   data.validation_query)
+  evals, losses, diverged, validation, validation_adapted = jax.device_get(
+      (evals, losses, diverged, validation, validation_adapted))
   return Trace(
       eval_rounds=[t for t, _ in evals],
       accuracy=np.stack([e.accuracy for _, (e, _) in evals]),
@@ -282,4 +307,8 @@ def train(program: Program, members: Members, data: SweepData, *, rounds: int,
       macs_ratio=np.stack([e.macs_ratio for _, (e, _) in evals]),
       losses=np.stack(losses), diverged_round=np.asarray(diverged), state=state,
       logits_finite=np.stack([np.asarray(e.finite, bool) for _, (e, _) in evals]),
-      adapted_finite=np.stack([np.asarray(f, bool) for _, (_, f) in evals]))
+      adapted_finite=np.stack([np.asarray(f, bool) for _, (_, f) in evals]),
+      validation_accuracy=np.asarray(validation.accuracy),
+      validation_sparsity=np.asarray(validation.sparsity),
+      validation_finite=np.asarray(validation.finite, bool)
+      & np.asarray(validation_adapted, bool))

@@ -1,8 +1,8 @@
 """A whole sweep: data per seed, one batched program per method, the report.
 
 ``run_sweep(config, members, workdir)`` is what ``python -m experiments.sweep``
-calls. For every seed it builds the data partition a single run with that seed
-builds (``mg.data.build(config.data, seed)``); the seeds' data go to the
+calls. It loads the dataset once and for every seed draws the partition a
+single run with that seed draws for its first repeat; the seeds' data go to the
 devices once, stacked, and every method whose members use the same seeds reads
 the same copy. Each method's members are then trained and evaluated together
 (``mg.sweep.program``), and ``mg.sweep.results`` writes the report.
@@ -34,19 +34,21 @@ class SweepSetup:
 
   def __init__(self, config, seeds: Sequence[int], devices=None, verbose=True):
     self.config = config
-    self.feds, self.info, self.partitions = {}, None, {}
+    self.feds, self.partitions = {}, {}
+    dataset = data_lib.load_checked(config.data, check=lambda dataset: (
+        config_lib.validate_dataset(config, dataset.labels, dataset.num_classes,
+                                    dataset.name)))
+    self.info = data_lib.info_of(dataset)
     for seed in dict.fromkeys(seeds):
-      fed, partition, info = data_lib.build(
-          config.data, seed, check=lambda dataset: config_lib.validate_dataset(
-              config, dataset.labels, dataset.num_classes, dataset.name))
-      config_lib.validate_tasks(config, fed)
+      partition = data_lib.partition_for(dataset, config.data, seed)
       if verbose:
         print(data_lib.describe(partition), flush=True)
-      self.feds[seed], self.partitions[seed], self.info = fed, partition, info
+      self.feds[seed] = data_lib.arrays_for(dataset, config.data, partition)
+      config_lib.validate_tasks(config, self.feds[seed])
+      self.partitions[seed] = partition
     self.devices = list(devices or jax.devices())
     self.shardings = program_lib.shardings(self.devices)
-    self.num_train = int(next(iter(self.feds.values())).train_support.count.shape[0])
-    self.num_targets = int(next(iter(self.feds.values())).target_support.count.shape[0])
+    self.num_train = int(next(iter(self.feds.values())).train.count.shape[0])
     self.strategy = run_lib.client_strategy(config)
     self._stacked = {}
 
@@ -59,15 +61,22 @@ class SweepSetup:
 
 
 def build_method(config, info, name: str, members: Sequence[spec_lib.Member]):
-  """The method (base config) and each member's ``algorithm.init`` kwargs and adapt lr."""
+  """The method (base config) and each member's ``algorithm.init`` kwargs and adapt lr.
+
+  Each member's recorded hyperparameters are the settings its method runs
+  with, as ``per_method.<method>.<name>`` fields (what a config sets to run
+  that configuration), plus the fields the member sets, as it sets them.
+  """
   method = methods_lib.build(name, config, info)
   hparams, lrs, values = [], [], []
   for member in members:
     member_config = spec_lib.member_config(config, member)
-    hparams.append(methods_lib.build(name, member_config, info).hparams)
-    lrs.append(member_config.adapt.lr)
-    values.append({f: spec_lib.config_value(member_config, f)
-                   for f in spec_lib.TRACED_FIELDS[name]})
+    member_method = methods_lib.build(name, member_config, info)
+    hparams.append(member_method.hparams)
+    lrs.append(member_method.adapt.keywords['lr'])
+    settings = methods_lib.settings(name, member_config)
+    values.append(dict({f'per_method.{name}.{k}': v for k, v in settings.items()},
+                       **member.values))
   return method, hparams, lrs, values
 
 
@@ -90,7 +99,7 @@ def run_method(setup: SweepSetup, name: str, members: Sequence[spec_lib.Member],
   if name not in programs:
     programs[name] = program_lib.build_program(
         method, num_train=setup.num_train, tasks_per_round=config.meta.tasks_per_round,
-        num_targets=setup.num_targets, strategy=setup.strategy)
+        strategy=setup.strategy)
   program = programs[name]
   start_members = program_lib.init_members(method, hparams, lrs, seeds, lay,
                                            setup.shardings.members)
@@ -122,7 +131,7 @@ def divergence(trace: program_lib.Trace, slot) -> tuple:
   The single run's rules (``mg.train.train``): a non-finite loss or parameter,
   or a loss above ``LOSS_BOUND`` times the first round's (``'training'``); non-
   finite adapted parameters (``'adaptation'``) or logits (``'evaluation'``) at
-  an evaluation round.
+  an evaluation round, or either on the validation tasks (``'validation'``).
   """
   g, m = slot
   found = []
@@ -139,6 +148,8 @@ def divergence(trace: program_lib.Trace, slot) -> tuple:
       found.append((t, 'adaptation'))
     elif trace.logits_finite is not None and not trace.logits_finite[e, g, m].all():
       found.append((t, 'evaluation'))
+  if trace.validation_finite is not None and not trace.validation_finite[g, m].all():
+    found.append((trace.eval_rounds[-1], 'validation'))
   return min(found, key=lambda round_stage: round_stage[0]) if found else (0, None)
 
 
@@ -154,13 +165,20 @@ def member_row(trace: program_lib.Trace, slot, member: spec_lib.Member, hparams:
   losses = trace.losses[:, g, m]
   row = dict(method=member.method, hparams=hparams, seed=member.seed,
              diverged=diverged, diverged_round=diverged_round if diverged else None,
-             diverged_stage=stage, accuracy=None, target_accuracy=[], sparsity=None,
-             target_sparsity=None, macs_ratio=None,
+             diverged_stage=stage, validation_accuracy_mean=None, validation_accuracy=[],
+             validation_sparsity_mean=None,
+             accuracy=None, target_accuracy=[], sparsity=None, target_sparsity=None,
+             macs_ratio=None,
              curve={'round': rounds, 'accuracy': accuracy.mean(-1).tolist(),
                     'sparsity': sparsity.mean(-1).tolist() if gated else None},
              losses=[results_lib.finite_or_none(x) for x in losses])
   if not diverged:
-    row.update(accuracy=float(accuracy[-1].mean()), target_accuracy=accuracy[-1].tolist())
+    validation = trace.validation_accuracy[g, m]
+    row.update(validation_accuracy_mean=float(validation.mean()),
+               validation_accuracy=validation.tolist(),
+               accuracy=float(accuracy[-1].mean()), target_accuracy=accuracy[-1].tolist())
+    if gated:
+      row.update(validation_sparsity_mean=float(trace.validation_sparsity[g, m].mean()))
     if gated:
       row.update(sparsity=float(sparsity[-1].mean()), target_sparsity=sparsity[-1].tolist(),
                  macs_ratio=float(trace.macs_ratio[len(rounds) - 1, g, m].mean()))

@@ -31,10 +31,18 @@ Only the numeric hyperparameters that a compiled round and a compiled
 adaptation read as traced arrays may vary (``TRACED_FIELDS``): they live in
 ``ServerState.hparams`` (the role ``optax.inject_hyperparams`` plays for an
 optax optimizer: hyperparameters as state, not as constants of the program),
-and the adaptation step size is an argument of the adaptation. Anything that
-changes a shape or the program (rounds, model, batch size, regularizer) is
-fixed for the whole sweep. Every mistake raises ``SweepError`` with one line
-naming the study, the field and what is allowed.
+and the adaptation step size is an argument of the adaptation. Each method's
+own fields are ``per_method.<method>.<name>`` (``mg.methods.settings``); the
+shared field each defaults to may be swept too while the per-method one is
+unset. A swept field must reach its method: a field the method does not read
+(e.g. ``perfedavg.alpha`` for Per-FedAvg HF, which reads ``alpha_hf``), or a
+shared field that the config overrides for that method, is refused. Anything
+that changes a shape or the program (rounds, model, batch size, regularizer)
+is fixed for the whole sweep. Every mistake raises ``SweepError`` with one
+line naming the study, the field and what is allowed.
+
+Configurations are ranked on the validation tasks (``data.num_validation``),
+never on the targets: a sweep needs at least one validation task.
 """
 
 from __future__ import annotations
@@ -47,18 +55,15 @@ import os
 from typing import NamedTuple
 
 from mg import config as config_lib
+from mg import data as data_lib
+from mg import methods as methods_lib
 
 # Config fields held as traced arrays, per method (the keys of its
-# ``ServerState.hparams`` as config fields, plus the adaptation step size).
-_META = ('meta.lam', 'meta.local_lr', 'meta.beta')
+# ``ServerState.hparams`` and its adaptation step size): its own
+# ``per_method`` fields, then the shared fields they default to.
 TRACED_FIELDS = {
-    'fedavg': ('meta.local_lr', 'adapt.lr'),
-    'perfedavg_fo': ('perfedavg.alpha', 'perfedavg.beta', 'adapt.lr'),
-    'perfedavg_hf': ('perfedavg.alpha', 'perfedavg.beta', 'adapt.lr'),
-    'metagater_nogate': _META + ('adapt.lr',),
-    'metagater': _META + ('meta.rho', 'adapt.lr'),
-    'metagater_unaccelerated': _META + ('meta.rho', 'adapt.lr'),
-}
+    method: tuple(f'per_method.{method}.{key}' for key in shared) + tuple(shared.values())
+    for method, shared in methods_lib.SHARED.items()}
 SEED = 'seed'
 _STUDY_KEYS = ('method', 'grid', 'members', 'seeds')
 
@@ -122,6 +127,9 @@ def members(sweep, config) -> tuple[Member, ...]:
   Raises:
     SweepError: the first problem found, in one line.
   """
+  if data_lib.num_validation(config.data) < 1:
+    raise SweepError('a sweep ranks configurations on validation tasks, never on the '
+                     'targets: set --config.data.num_validation to 1 or more')
   studies = [sweep] if isinstance(sweep, dict) else sweep
   if not isinstance(studies, (list, tuple)) or not studies:
     raise SweepError('get_sweep() must return a study dict or a non-empty list of '
@@ -143,9 +151,23 @@ def member_config(config, member: Member):
   new.seed = member.seed
   new.methods = (member.method,)
   for field, value in member.values.items():
-    section, name = field.split('.')
-    new[section][name] = value
+    _set(new, field, value)
   return new
+
+
+def _set(config, field: str, value) -> None:
+  *parents, name = field.split('.')
+  node = config
+  for part in parents:
+    node = node[part]
+  node[name] = value
+
+
+def _get(config, field: str):
+  node = config
+  for part in field.split('.'):
+    node = node[part]
+  return node
 
 
 def swept_fields(all_members, config) -> tuple[str, ...]:
@@ -162,10 +184,10 @@ def swept_fields(all_members, config) -> tuple[str, ...]:
   return tuple(f for f, values in seen.items() if len(values) > 1)
 
 
-def config_value(config, field: str) -> float:
-  """The number at ``field`` ('section.name') of ``config``."""
-  section, name = field.split('.')
-  return float(config[section][name])
+def config_value(config, field: str):
+  """The number at ``field`` (a dotted path) of ``config``, or None if unset."""
+  value = _get(config, field)
+  return None if value is None else float(value)
 
 
 def _study_members(study, config, where):
@@ -214,11 +236,11 @@ def _study_members(study, config, where):
       for field, value in point.items():
         if field == SEED:
           continue
+        if field.endswith('rho') and config.meta.regularizer == 'none':
+          raise SweepError(f"{where}: {field} has no effect with "
+                           "meta.regularizer='none'; sweep it with a regularizer")
         _check_field(field, method, config, where)
         values[field] = _number(value, f'{where}: {field}')
-        if field == 'meta.rho' and config.meta.regularizer == 'none':
-          raise SweepError(f"{where}: meta.rho has no effect with "
-                           "meta.regularizer='none'; sweep it with a regularizer")
       if SEED in point:
         if seeds is not None and 'members' in study:
           raise SweepError(f"{where}: seeds are given twice ('seeds' and a member's 'seed')")
@@ -246,18 +268,45 @@ def _methods(value, where):
 
 def _check_field(field, method, config, where):
   allowed = TRACED_FIELDS[method]
-  if field in allowed:
-    return
   listing = f'{", ".join(allowed)} (and {SEED})'
-  section, _, name = field.partition('.')
-  exists = section in config and hasattr(config[section], 'keys') and name in config[section]
-  if exists or field in config:
+  if field in allowed:
+    _check_reaches(field, method, config, where)
+    return
+  try:
+    _get(config, field)
+    exists = True
+  except (KeyError, AttributeError, TypeError):
+    exists = False
+  if not exists:
+    raise SweepError(f'{where}: unknown field {field!r} for {method}; fields that can '
+                     f'vary: {listing}')
+  if any(field in fields for fields in TRACED_FIELDS.values()):
     raise SweepError(
-        f'{where}: field {field!r} cannot vary in a sweep of {method}: it is not a '
-        f'traced hyperparameter (set it for the whole sweep with --config.{field}=...); '
-        f'fields that can vary: {listing}')
-  raise SweepError(f'{where}: unknown field {field!r} for {method}; fields that can '
-                   f'vary: {listing}')
+        f'{where}: field {field!r} cannot vary in a sweep of {method}: it does not '
+        f'reach {method} (the method never reads it); fields that can vary: {listing}')
+  raise SweepError(
+      f'{where}: field {field!r} cannot vary in a sweep of {method}: it is not a '
+      f'traced hyperparameter (set it for the whole sweep with --config.{field}=...); '
+      f'fields that can vary: {listing}')
+
+
+def _check_reaches(field, method, config, where):
+  """Refuses ``field`` if two values of it give ``method`` the same settings."""
+  runs = []
+  for value in (1.0, 2.0):
+    trial = config.copy_and_resolve_references()
+    _set(trial, field, value)
+    runs.append(methods_lib.settings(method, trial))
+  if runs[0] != runs[1]:
+    return
+  key = field.rsplit('.', 1)[-1]
+  own = f'per_method.{method}.{key}'
+  if own != field and key in methods_lib.SHARED[method] and _get(config, own) is not None:
+    why = (f'the config sets {own}={_get(config, own)!r}, which overrides it for '
+           f'{method}; sweep {own} instead')
+  else:
+    why = f'{method} runs with the same settings whatever its value'
+  raise SweepError(f'{where}: field {field!r} does not reach {method}: {why}')
 
 
 def _number(value, what) -> float:
