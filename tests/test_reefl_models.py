@@ -13,6 +13,7 @@ from mg.models import vit
 
 # Eager op-by-op dispatch of the unrolled blocks is slow; jitted runs compile fast.
 apply = jax.jit(vit.apply, static_argnums=(2, 3))
+init = jax.jit(vit.init, static_argnums=1)
 
 CFG = vit.ViTConfig(image_size=8, patch_size=4, in_chans=1, dim=16, depth=4,
                     heads=2, num_exits=2, num_classes=3)
@@ -116,7 +117,7 @@ def _np_forward(p, images, cfg, modulation=True):
 
 
 def _random_params(cfg, seed=0):
-  params = vit.init(jax.random.PRNGKey(seed), cfg)
+  params = init(jax.random.PRNGKey(seed), cfg)
   # Non-trivial norms, biases and Ree embeddings so every term matters.
   rng = np.random.default_rng(seed)
   return jax.tree.map(
@@ -177,7 +178,7 @@ def test_truncated_tier_equals_full_model_and_has_zero_grads():
 
 def test_lora_starts_as_the_base_model_and_macs_grow():
   cfg = CFG._replace(lora_rank=2, lora_alpha=4.0)
-  params = vit.init(jax.random.PRNGKey(0), cfg)
+  params = init(jax.random.PRNGKey(0), cfg)
   assert params['blocks'][0]['q']['lora_a'].shape == (16, 2)
   assert 'lora_a' not in params['blocks'][0]['k']
   base = jax.tree.map(lambda x: x, params)
