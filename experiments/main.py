@@ -21,6 +21,7 @@ from ml_collections import config_flags
 from mg import checkpoint as checkpoint_lib
 from mg import config as config_lib
 from mg import data as data_lib
+from mg import reefl_run
 from mg import run as run_lib
 from mg.federated import backend
 
@@ -63,7 +64,10 @@ def main(argv):
   workdir = _WORKDIR.value or run_lib.default_workdir(config_name)
   print(f'workdir: {workdir}', flush=True)
   try:
-    run_lib.run(_CONFIG.value, workdir)
+    if _CONFIG.value.get('system') == 'reefl':
+      reefl_run.run(_CONFIG.value, workdir)
+    else:
+      run_lib.run(_CONFIG.value, workdir)
   except (config_lib.ConfigError, data_lib.DataError) as e:
     sys.exit(f'error: {e}')
   except checkpoint_lib.Interrupted as e:

@@ -174,21 +174,27 @@ def kd_terms(logits: jax.Array, teacher, weights, temperature: float) -> jax.Arr
   return jnp.where(others, kl, 0.0) * temperature ** 2
 
 
-def choose_teacher(ema: jax.Array, ce: jax.Array, local: LocalConfig):
-  """(new EMA, teacher index): the EMA is updated with this batch first."""
+def choose_teacher(ema: jax.Array, ce: jax.Array, local: LocalConfig, mode=None):
+  """(new EMA, teacher index): the EMA is updated with this batch first.
+
+  ``mode`` (traced: an index into ``KD_MODES``) overrides ``local.kd_mode``, so
+  methods that differ only in their teacher share one compiled program.
+  """
   ema = local.ema * ema + (1.0 - local.ema) * jax.lax.stop_gradient(ce)
-  if local.kd_mode == 'last':
-    return ema, jnp.asarray(ce.shape[0] - 1)
-  return ema, jnp.argmin(ema)
+  mode = KD_MODES.index(local.kd_mode) if mode is None else mode
+  last = jnp.asarray(ce.shape[0] - 1)
+  return ema, jnp.where(mode == KD_MODES.index('last'), last, jnp.argmin(ema))
 
 
-def local_loss(logits: jax.Array, labels, weights, ema, kd_w, local: LocalConfig):
+def local_loss(logits: jax.Array, labels, weights, ema, kd_w, local: LocalConfig, mode=None):
   """``(loss, (ema, teacher, ce))`` of a tier's stacked exit logits (E, B, C)."""
   ce = exit_cross_entropies(logits, labels, weights)
-  ema, teacher = choose_teacher(ema, ce, local)
+  ema, teacher = choose_teacher(ema, ce, local, mode)
   loss = jnp.sum(ce)
-  if local.kd_mode != 'none' and logits.shape[0] > 1:
-    loss = loss + kd_w * jnp.sum(kd_terms(logits, teacher, weights, local.temperature))
+  if logits.shape[0] > 1:  # the code: no KD term for a single-exit tier
+    mode = KD_MODES.index(local.kd_mode) if mode is None else mode
+    on = jnp.asarray(mode != KD_MODES.index('none'), jnp.float32)
+    loss = loss + on * kd_w * jnp.sum(kd_terms(logits, teacher, weights, local.temperature))
   return loss, (ema, teacher, ce)
 
 
@@ -204,16 +210,17 @@ class ClientData(NamedTuple):
 
 def make_local_train(cfg: vit.ViTConfig, tier: int, local: LocalConfig, like: dict,
                      regime: str, trace_counts: dict | None = None):
-  """``train(trainable, frozen, images, labels, client, key, lr, kd_w)`` for a tier, jitted.
+  """``train(trainable, frozen, images, labels, index, count, key, lr, kd_w, mode)``, jitted.
 
-  ``like`` is the tier's parameter tree (shapes only). Returns ``(trainable,
+  ``like`` is the tier's parameter tree (shapes only); ``mode`` indexes
+  ``KD_MODES`` (``local.kd_mode`` is not read). Returns ``(trainable,
   stats)`` with ``stats = {'loss': mean batch loss, 'teacher': (E,) counts,
   'steps'}``.
   """
   num_exits = tier + 1
   bsz = local.batch_size
 
-  def train(trainable, frozen, images, labels, index, count, key, lr, kd_w):
+  def train(trainable, frozen, images, labels, index, count, key, lr, kd_w, mode):
     if trace_counts is not None:
       trace_counts[tier] = trace_counts.get(tier, 0) + 1
     n_max = index.shape[0]
@@ -224,7 +231,7 @@ def make_local_train(cfg: vit.ViTConfig, tier: int, local: LocalConfig, like: di
     def loss_fn(tr, x, y, w, ema):
       params = unflatten({**tr, **frozen}, like)
       logits = jnp.stack(vit.apply(params, x, cfg, tier))
-      return local_loss(logits, y, w, ema, kd_w, local)
+      return local_loss(logits, y, w, ema, kd_w, local, mode)
 
     def body(b, carry):
       tr, ema, loss_sum, teacher_counts = carry
@@ -278,10 +285,14 @@ class Hparams(NamedTuple):
 
 
 def reefl(cfg: vit.ViTConfig, template, *, regime: str, local: LocalConfig, hp: Hparams,
-          name: str = 'reefl', trace_counts: dict | None = None) -> Algorithm:
+          name: str = 'reefl', trace_counts: dict | None = None,
+          programs: dict | None = None) -> Algorithm:
   """ReeFL as pure functions around one compiled local-training program per tier.
 
   ``template`` is the full parameter tree (or its ``jax.eval_shape``).
+  ``programs``: a dict of compiled per-tier programs to share between
+  algorithms with the same model, regime and local settings but another
+  teacher mode (the caller keys it); default: this algorithm's own.
 
   ``init(params)`` -> state; ``broadcast(state, tier)`` -> the tier's (trainable,
   frozen) flat parameters; ``client(shared, data, images, labels, key)`` ->
@@ -292,7 +303,8 @@ def reefl(cfg: vit.ViTConfig, template, *, regime: str, local: LocalConfig, hp: 
     raise ValueError(f'regime {regime!r}: expected one of {REGIMES}')
   if local.kd_mode not in KD_MODES:
     raise ValueError(f'kd_mode {local.kd_mode!r}: expected one of {KD_MODES}')
-  programs: dict[int, Any] = {}
+  programs = {} if programs is None else programs
+  mode = jnp.int32(KD_MODES.index(local.kd_mode))
 
   def init(params):
     return common.init_state(params)
@@ -308,7 +320,7 @@ def reefl(cfg: vit.ViTConfig, template, *, regime: str, local: LocalConfig, hp: 
     lr = learning_rate(round_, hp.rounds, hp.lr, hp.min_lr)
     kd_w = kd_weight(round_, hp.kd_rounds)
     trainable, stats = programs[tier](shared[0], shared[1], images, labels, data.index,
-                                      data.count, key, jnp.float32(lr), jnp.float32(kd_w))
+                                      data.count, key, jnp.float32(lr), jnp.float32(kd_w), mode)
     return ClientOutput(trainable, data.count, dict(stats, tier=tier))
 
   def server(state, outputs):

@@ -27,6 +27,7 @@ Details pinned to the code (they differ from a textbook transformer layer):
 Dropouts are 0 in ReeFL and omitted.
 
 Parameters are a plain dict; ``init`` draws linear weights from N(0, 0.02^2)
+(``init_std``; 0 means N(0, 1/d_in))
 with zero biases (the ViT's ``_init_weights`` reaches Ree's layers too) and the
 meta token and position embedding from N(0, 0.02^2) (the code's truncation at
 +-2 is 100 standard deviations away, so it is a plain normal).
@@ -54,6 +55,7 @@ class ReeConfig(NamedTuple):
   depth: int = 1
   recurrent_steps: int = 1
   eps: float = 1e-5          # LayerNorm epsilon (PyTorch default)
+  init_std: float = INIT_STD # linear weights; 0: N(0, 1/d_in)
 
   @property
   def hidden(self) -> int:
@@ -74,8 +76,9 @@ def _norm(dim: int) -> dict:
   return {'scale': jnp.ones((dim,), jnp.float32), 'bias': jnp.zeros((dim,), jnp.float32)}
 
 
-def _linear(key: jax.Array, d_in: int, d_out: int) -> dict:
-  return {'kernel': INIT_STD * jax.random.normal(key, (d_in, d_out), jnp.float32),
+def _linear(key: jax.Array, d_in: int, d_out: int, std: float) -> dict:
+  std = std or 1.0 / math.sqrt(d_in)
+  return {'kernel': std * jax.random.normal(key, (d_in, d_out), jnp.float32),
           'bias': jnp.zeros((d_out,), jnp.float32)}
 
 
@@ -87,17 +90,17 @@ def init(key: jax.Array, cfg: ReeConfig) -> dict:
     k = keys[3 + 4 * j: 7 + 4 * j]
     layers.append({
         'ln1': _norm(cfg.dim),
-        'qkv': _linear(k[0], cfg.dim, 3 * cfg.attn_dim),
-        'out': _linear(k[1], cfg.attn_dim, cfg.dim),
+        'qkv': _linear(k[0], cfg.dim, 3 * cfg.attn_dim, cfg.init_std),
+        'out': _linear(k[1], cfg.attn_dim, cfg.dim, cfg.init_std),
         'ln2': _norm(cfg.dim),
-        'fc1': _linear(k[2], cfg.dim, cfg.hidden),
-        'fc2': _linear(k[3], cfg.hidden, cfg.dim),
+        'fc1': _linear(k[2], cfg.dim, cfg.hidden, cfg.init_std),
+        'fc2': _linear(k[3], cfg.hidden, cfg.dim, cfg.init_std),
     })
   return {
       'meta': INIT_STD * jax.random.normal(keys[0], (cfg.dim,), jnp.float32),
       'pos': INIT_STD * jax.random.normal(keys[1], (cfg.max_tokens, cfg.dim), jnp.float32),
       'layers': layers,
-      'head': {'ln': _norm(cfg.dim), 'dense': _linear(keys[2], cfg.dim, cfg.num_classes)},
+      'head': {'ln': _norm(cfg.dim), 'dense': _linear(keys[2], cfg.dim, cfg.num_classes, cfg.init_std)},
   }
 
 

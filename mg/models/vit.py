@@ -34,7 +34,8 @@ Parameters are plain dicts::
    'blocks': [{'ln1', 'q', 'k', 'v', 'proj', 'ln2', 'fc1', 'fc2'}, ...],
    'ree': mg.models.ree parameters}
 
-Initialisation as the code: linear weights N(0, 0.02^2), zero biases, unit
+Initialisation as the code: linear weights N(0, 0.02^2) (``init_std``; 0 means
+N(0, 1/d_in), used for small models trained from scratch), zero biases, unit
 LayerNorms, CLS and position N(0, 0.02^2), the patch convolution PyTorch's
 default (U(+-1/sqrt fan_in) for weight and bias). Images are (B, H, W, C);
 single-channel images are repeated to 3 channels when the model has 3 input
@@ -77,6 +78,10 @@ class ViTConfig(NamedTuple):
   ree_depth: int = 1
   ree_recurrent_steps: int = 1
   ree_max_tokens: int = 0    # 0: depth + 1 (the code: 13 for its 12-block models)
+  # Std of the linear weights: 0.02 as the code (made for a pretrained DeiT);
+  # 0 draws N(0, 1/d_in) (LeCun), which plain SGD needs to leave the initial
+  # plateau when a small ViT trains from scratch.
+  init_std: float = INIT_STD
 
   @property
   def num_patches(self) -> int:
@@ -96,7 +101,8 @@ class ViTConfig(NamedTuple):
         dim=self.dim, max_tokens=self.ree_max_tokens or self.depth + 1,
         num_classes=self.num_classes, heads=self.ree_heads,
         attn_dim=self.ree_attn_dim, mlp_ratio=self.ree_mlp_ratio,
-        depth=self.ree_depth, recurrent_steps=self.ree_recurrent_steps)
+        depth=self.ree_depth, recurrent_steps=self.ree_recurrent_steps,
+        init_std=self.init_std)
 
 
 def exit_blocks(depth: int, num_exits: int) -> tuple[int, ...]:
@@ -106,8 +112,9 @@ def exit_blocks(depth: int, num_exits: int) -> tuple[int, ...]:
   return tuple(reversed(range(depth - 1, -1, -1)[::depth // num_exits]))
 
 
-def _linear(key, d_in, d_out):
-  return {'kernel': INIT_STD * jax.random.normal(key, (d_in, d_out), jnp.float32),
+def _linear(key, d_in, d_out, std):
+  std = std or 1.0 / math.sqrt(d_in)
+  return {'kernel': std * jax.random.normal(key, (d_in, d_out), jnp.float32),
           'bias': jnp.zeros((d_out,), jnp.float32)}
 
 
@@ -124,9 +131,10 @@ def _lora(key, d_in, d_out, rank):
 def _block(key, cfg: ViTConfig) -> dict:
   k = jax.random.split(key, 8)
   d = cfg.dim
-  block = {'ln1': _norm(d), 'q': _linear(k[0], d, d), 'k': _linear(k[1], d, d),
-           'v': _linear(k[2], d, d), 'proj': _linear(k[3], d, d), 'ln2': _norm(d),
-           'fc1': _linear(k[4], d, cfg.hidden), 'fc2': _linear(k[5], cfg.hidden, d)}
+  s = cfg.init_std
+  block = {'ln1': _norm(d), 'q': _linear(k[0], d, d, s), 'k': _linear(k[1], d, d, s),
+           'v': _linear(k[2], d, d, s), 'proj': _linear(k[3], d, d, s), 'ln2': _norm(d),
+           'fc1': _linear(k[4], d, cfg.hidden, s), 'fc2': _linear(k[5], cfg.hidden, d, s)}
   if cfg.lora_rank:
     block['q'].update(_lora(k[6], d, d, cfg.lora_rank))
     block['v'].update(_lora(k[7], d, d, cfg.lora_rank))
