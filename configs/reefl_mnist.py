@@ -36,7 +36,7 @@ def get_config():
   config.model.init_std = 0.0  # N(0, 1/d_in): from scratch with SGD
   config.model.lora_rank = 8
   config.model.lora_alpha = 16.0
-  config.fl.rounds = 300
-  config.fl.kd_rounds = 90.0
+  config.fl.rounds = 150
+  config.fl.kd_rounds = 45.0
   config.eval_every = 25
   return config

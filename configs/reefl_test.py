@@ -2,7 +2,7 @@ r"""A tiny ReeFL run of the four methods for the tests: seconds.
 
   python -m experiments.main --config=configs/reefl_test.py --workdir=/tmp/reefl-test
 
-Digits (8x8), 8 clients by Dirichlet(1.0), 4 per round, a ViT of 4 blocks of
+Digits (8x8), 8 clients by Dirichlet(1.0), 4 per round, a ViT of 2 blocks of
 width 16 with 2 exits, 2 rounds. It checks that the whole pipeline runs and
 writes its outputs; its accuracies mean nothing.
 """
@@ -22,7 +22,7 @@ def get_config():
   config.model.image_size = 8
   config.model.patch_size = 4
   config.model.dim = 16
-  config.model.depth = 4
+  config.model.depth = 2
   config.model.heads = 2
   config.model.num_exits = 2
   config.model.init_std = 0.0  # N(0, 1/d_in): from scratch with SGD

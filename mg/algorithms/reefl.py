@@ -58,6 +58,7 @@ import optax
 from mg.algorithms import common
 from mg.federated.mapping import Algorithm, ClientOutput
 from mg.models import vit
+from mg.models.tree_paths import flatten, unflatten  # noqa: F401 (re-export)
 
 REGIMES = ('full', 'frozen', 'lora')
 KD_MODES = ('dynamic', 'last', 'none')
@@ -97,26 +98,6 @@ def learning_rate(round_: int, rounds: int, base: float, minimum: float) -> floa
 
 
 # ---------------------------------------------------------------- parameters
-
-
-def _key_str(entry) -> str:
-  for attr in ('key', 'idx', 'name'):
-    if hasattr(entry, attr):
-      return str(getattr(entry, attr))
-  return str(entry)
-
-
-def flatten(tree) -> dict[str, Any]:
-  """``{'blocks/3/q/kernel': leaf, ...}``: parameters by path."""
-  pairs, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {'/'.join(_key_str(k) for k in path): leaf for path, leaf in pairs}
-
-
-def unflatten(flat: dict[str, Any], like) -> Any:
-  """The tree of ``like``'s structure with leaves taken from ``flat`` by path."""
-  pairs, treedef = jax.tree_util.tree_flatten_with_path(like)
-  return jax.tree_util.tree_unflatten(
-      treedef, [flat['/'.join(_key_str(k) for k in path)] for path, _ in pairs])
 
 
 def is_trainable(path: str, regime: str) -> bool:
