@@ -74,9 +74,9 @@ def validate(config) -> None:
   check(config.data.test in ('official', 'holdout'), "data.test: expected 'official' or 'holdout'")
   from mg.data.specs import SPECS  # pylint: disable=g-import-not-at-top
   check(config.data.name in SPECS, f'data.name={config.data.name!r}: expected one of {tuple(SPECS)}')
-  check(SPECS[config.data.name].input_shape[0] == m.image_size,
-        f'model.image_size={m.image_size} but {config.data.name} images are '
-        f'{SPECS[config.data.name].input_shape[0]} pixels wide')
+  check(SPECS[config.data.name].input_shape[0] <= m.image_size,
+        f'model.image_size={m.image_size} is smaller than the {config.data.name} images '
+        f'({SPECS[config.data.name].input_shape[0]} pixels; they are only ever upsampled)')
 
 
 # ------------------------------------------------------------------ evaluation

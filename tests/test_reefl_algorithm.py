@@ -142,3 +142,19 @@ def test_regimes_choose_trainable_parameters():
   assert {k.split('/')[2] for k in extra} == {'q', 'v'}
   counts = reefl.tier_param_counts(CFG, 'full', init(jax.random.PRNGKey(0), CFG))
   assert counts[0]['held'] < counts[1]['held']
+
+
+def test_lora_round_trains_only_ree_and_the_lora_factors(small_run):
+  _, _, clients, images, labels, _, _ = small_run
+  cfg = CFG._replace(lora_rank=2, lora_alpha=4.0)
+  params = init(jax.random.PRNGKey(1), cfg)
+  alg = reefl.reefl(cfg, params, regime='lora', hp=reefl.Hparams(rounds=3, kd_rounds=2),
+                    local=reefl.LocalConfig(batch_size=4))
+  state, _ = reefl.train_round(alg, alg.init(params), clients, images, labels,
+                               np.array([0, 2]), jax.random.PRNGKey(0), 2)
+  before, after = reefl.flatten(params), reefl.flatten(state.params)
+  changed = {k for k in before if not np.array_equal(before[k], after[k])}
+  assert any(k.startswith('ree/') for k in changed)
+  assert 'blocks/0/q/lora_b' in changed and 'blocks/0/v/lora_b' in changed
+  assert all(k.startswith('ree/') or k.endswith(('lora_a', 'lora_b')) for k in changed)
+  assert not any(k.startswith('blocks/1/') for k in changed)  # tier 0 holds block 0 only

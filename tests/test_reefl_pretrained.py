@@ -142,3 +142,19 @@ def test_shape_mismatch_is_an_error(tmp_path):
   write_pth(path, state)
   with pytest.raises(ValueError):
     pretrained.load_backbone(path, vit.init(jax.random.PRNGKey(0), CFG), CFG)
+
+
+def test_npz_backbone_round_trip_and_resize(tmp_path):
+  from mg.models.tree_paths import flatten
+  source = vit.init(jax.random.PRNGKey(3), CFG)
+  path = str(tmp_path / 'backbone.npz')
+  np.savez(path, **{k: np.asarray(v) for k, v in flatten(source).items()
+                    if not k.startswith('ree/')})
+  target = vit.init(jax.random.PRNGKey(4), CFG)
+  loaded = flatten(pretrained.load_backbone(path, target, CFG))
+  for k, v in flatten(source).items():
+    want = flatten(target)[k] if k.startswith('ree/') else v
+    np.testing.assert_array_equal(loaded[k], want)
+  # Smaller images are resized to the model's size (bilinear), not rejected.
+  small = np.ones((1, 4, 4, 3), np.float32)
+  assert vit.embed(source, small, CFG).shape == (1, CFG.num_patches + 1, CFG.dim)

@@ -39,7 +39,8 @@ N(0, 1/d_in), used for small models trained from scratch), zero biases, unit
 LayerNorms, CLS and position N(0, 0.02^2), the patch convolution PyTorch's
 default (U(+-1/sqrt fan_in) for weight and bias). Images are (B, H, W, C);
 single-channel images are repeated to 3 channels when the model has 3 input
-channels (the code's ``images.expand``).
+channels (the code's ``images.expand``), and images of another size are
+resized bilinearly to ``image_size`` (the code's ``Resize((224, 224))``).
 """
 
 from __future__ import annotations
@@ -173,6 +174,11 @@ def embed(params: dict, images: jax.Array, cfg: ViTConfig) -> jax.Array:
   """Images (B, H, W, C) -> tokens (B, N + 1, d): patches, CLS, positions."""
   if images.shape[-1] == 1 and cfg.in_chans == 3:
     images = jnp.repeat(images, 3, axis=-1)
+  if images.shape[1:3] != (cfg.image_size, cfg.image_size):
+    # The code's transforms.Resize((224, 224)): bilinear, done here on the fly
+    # so the dataset stays at its own size in memory.
+    images = jax.image.resize(
+        images, (images.shape[0], cfg.image_size, cfg.image_size, images.shape[-1]), 'bilinear')
   b, h, w, c = images.shape
   p = cfg.patch_size
   patches = images.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
