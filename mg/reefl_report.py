@@ -149,6 +149,7 @@ def plot_teacher(path: str, results: Sequence[dict], regimes: set) -> bool:
       ax.bar(np.arange(1, len(frac) + 1) + (i - (len(tiers) - 1) / 2) * width, frac, width,
              label=f'tier {t + 1}')
     ax.set_title(label)
+    ax.set_xticks(np.arange(1, max(len(h) for h in hist.values()) + 1))
     ax.set_xlabel('Teacher exit')
     ax.set_ylabel('Fraction of local steps')
     ax.legend(fontsize=8)
@@ -159,7 +160,7 @@ def plot_teacher(path: str, results: Sequence[dict], regimes: set) -> bool:
 
 
 def write_outputs(workdir: str, results: Sequence[dict], *, partition: dict,
-                  wall_time_s: float, repeats: int) -> dict:
+                  wall_time_s: float) -> dict:
   """Writes results.json, results.md, curves.png, exits.png, teacher.png; returns the json."""
   rows = summarize(results)
   regimes = {r['regime'] for r in rows}

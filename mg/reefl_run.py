@@ -138,7 +138,7 @@ def initial_params(config, cfg: vit.ViTConfig, key):
   return params
 
 
-def train_method(config, *, method, regime, repeat, data, clients, log, store, stop,
+def train_method(config, *, method, regime, repeat, data, clients, log, stop,
                  resume=None, save=None, programs=None):
   """Trains one (regime, method, repeat); returns its result dict."""
   kd_mode, modulation = reefl.METHODS[method]
@@ -200,7 +200,7 @@ def train_method(config, *, method, regime, repeat, data, clients, log, store, s
       bar.update(1)
       if save is not None and (r % config.checkpoint_every == 0 or stop) and r < fl.rounds:
         save(state.params, snapshot(r))
-      if stop:
+      if stop and r < fl.rounds:  # at the last round: finish, the method is saved as done
         raise checkpoint_lib.Interrupted(stop.signum, f'round {r} of {tag} (repeat {repeat + 1})')
 
   final = curve[-1] if curve and not diverged else None
@@ -278,12 +278,11 @@ def run(config, workdir: str) -> dict:
                        {'done': done, 'current': dict(snap, name=name)})
 
           res = train_method(config, method=method, regime=regime, repeat=repeat, data=data,
-                             clients=clients, log=log, store=store, stop=stop,
+                             clients=clients, log=log, stop=stop,
                              resume=resume, save=save, programs=programs)
           done[name] = json.loads(json.dumps(to_jsonable(res)))
           results.append(done[name])
           store.save({'leaves': {'none': np.zeros(())}}, {'done': done, 'current': None})
   store.close()
   wall = time.perf_counter() - start
-  return reefl_report.write_outputs(workdir, results, partition=partition, wall_time_s=wall,
-                                    repeats=config.repeats)
+  return reefl_report.write_outputs(workdir, results, partition=partition, wall_time_s=wall)

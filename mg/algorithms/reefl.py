@@ -48,7 +48,7 @@ steps a traced loop bound, so rounds never recompile (``trace_counts``).
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
