@@ -19,6 +19,7 @@ from ml_collections import config_flags
 
 from experiments import cli
 from mg import checkpoint as checkpoint_lib
+from mg import reefl_run
 from mg import run as run_lib
 from mg.federated import backend
 
@@ -47,7 +48,10 @@ def main(argv):
   workdir = _WORKDIR.value or run_lib.default_workdir(config_name)
   print(f'workdir: {workdir}', flush=True)
   try:
-    run_lib.run(_CONFIG.value, workdir)
+    if _CONFIG.value.get('system') == 'reefl':
+      reefl_run.run(_CONFIG.value, workdir)
+    else:
+      run_lib.run(_CONFIG.value, workdir)
   except checkpoint_lib.Interrupted as e:
     print(f'interrupted at {e.where}; its progress is checkpointed in '
           f'{os.path.join(workdir, checkpoint_lib.CHECKPOINT_DIR)}; resume with:\n'

@@ -1,0 +1,76 @@
+"""Fields shared by every ReeFL config (``system='reefl'``); each config changes a few.
+
+Sections:
+  data:  the images, the global test split and the Dirichlet partition over clients.
+  model: the ViT backbone, its exits, Ree and LoRA (mg.models.vit, mg.models.ree).
+  fl:    the federated loop: rounds, sampled clients, local SGD and the KD ramp.
+
+Defaults are the public code's (royson/reefl, configs/reeFL/): 100 clients by
+Dirichlet(1.0), 10 per round, SGD 0.05 -> 0.001 cosine, clip by value 1,
+batches of 32, one local epoch, KD ramp over 300 rounds, Ree with attention
+width 16 over 8 heads and FFN ratio 1.35, LoRA rank 32 and alpha 64.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+METHODS = ('reefl', 'reefl_lastkd', 'reefl_nokd', 'reefl_nomod')
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.system = 'reefl'
+  config.seed = 0
+  config.repeats = 1
+  config.methods = METHODS
+  config.regimes = ('full',)    # full | frozen | lora
+  config.eval_every = 10        # rounds between global-test evaluations
+  config.progress = True
+  config.checkpoint_every = 10
+  config.keep_checkpoints = 2
+  config.resume = True
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = 'mnist'    # digits | mnist | cifar10 | cifar100
+  config.data.source = 'auto'   # auto | digits | raw | tfds
+  config.data.dir = config_dict.placeholder(str)
+  config.data.split = 'train'   # the images the clients share
+  config.data.test = 'official' # official (the test split) | holdout (of data.split)
+  config.data.test_fraction = 0.2
+  config.data.num_clients = 100
+  config.data.alpha = 1.0       # Dirichlet concentration of each client's class mix
+  config.data.eval_batch = 500
+
+  config.model = ml_collections.ConfigDict()
+  config.model.image_size = 224
+  config.model.patch_size = 16
+  config.model.in_chans = 0     # 0: the dataset's channels
+  config.model.dim = 384        # DeiT-S
+  config.model.depth = 12
+  config.model.heads = 6
+  config.model.mlp_ratio = 4.0
+  config.model.num_exits = 4
+  config.model.raw_history = False
+  config.model.ree_heads = 8
+  config.model.ree_attn_dim = 16
+  config.model.ree_mlp_ratio = 1.35
+  config.model.ree_max_tokens = 0   # 0: depth + 1
+  # Std of linear weights: 0.02 (the code, for DeiT); 0 = N(0, 1/d_in), which plain
+  # SGD needs to leave the initial plateau when a small ViT trains from scratch.
+  config.model.init_std = 0.02
+  config.model.lora_rank = 32
+  config.model.lora_alpha = 64.0
+  # A DeiT .pth state dict or a backbone from `python -m experiments.pretrain`.
+  config.model.init_checkpoint = ''
+
+  config.fl = ml_collections.ConfigDict()
+  config.fl.rounds = 1000
+  config.fl.clients_per_round = 10
+  config.fl.lr = 0.05
+  config.fl.min_lr = 0.001
+  config.fl.kd_rounds = 300.0   # R_kd of the KD ramp (the code's kl_consistency_weight)
+  config.fl.batch_size = 32
+  config.fl.clip = 1.0
+  config.fl.ema = 0.8
+  config.fl.temperature = 1.0
+  return config

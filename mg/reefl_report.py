@@ -1,0 +1,193 @@
+"""ReeFL's outputs: ``results.json``, ``results.md`` and the figures.
+
+Rows (one per regime and method, over repeats)::
+
+  {method, regime, accuracy_mean, accuracy_std,       # mean over exits, across seeds
+   exit_accuracy_mean: [...], exit_accuracy_std: [...],
+   ensemble_accuracy_mean, macs_per_exit: [...], upload_bytes_per_round,
+   train_time_s, rounds, repeats, diverged}
+
+Figures: ``curves.png`` (mean-over-exits accuracy against rounds),
+``exits.png`` (accuracy per exit per method), ``teacher.png`` (which exit was
+the KD teacher, per tier, for the methods with a dynamic teacher).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+
+from mg.report import plot_curves
+from mg.report.serialize import atomic_write_text, to_jsonable
+
+NAMES = {'reefl': 'ReeFL', 'reefl_lastkd': 'ReeFL (last-exit KD)',
+         'reefl_nokd': 'ReeFL w/o KD', 'reefl_nomod': 'ReeFL w/o modulation'}
+
+
+def _label(method: str, regime: str, regimes: set) -> str:
+  name = NAMES.get(method, method)
+  return name if len(regimes) == 1 else f'{name} [{regime}]'
+
+
+def summarize(results: Sequence[dict]) -> list[dict]:
+  """One row per (regime, method) from the per-repeat results."""
+  groups: dict[tuple, list] = {}
+  for r in results:
+    groups.setdefault((r['regime'], r['method']), []).append(r)
+  rows = []
+  for (regime, method), reps in groups.items():
+    ok = [r for r in reps if r['exit_accuracy'] is not None]
+    exits = np.array([r['exit_accuracy'] for r in ok]) if ok else None
+    means = exits.mean(axis=1) if ok else None
+    rows.append({
+        'method': method, 'regime': regime,
+        'accuracy_mean': float(means.mean()) if ok else None,
+        'accuracy_std': float(means.std()) if ok else None,
+        'exit_accuracy_mean': exits.mean(axis=0).tolist() if ok else None,
+        'exit_accuracy_std': exits.std(axis=0).tolist() if ok else None,
+        'ensemble_accuracy_mean': float(np.mean([r['ensemble_accuracy'] for r in ok])) if ok else None,
+        'macs_per_exit': reps[0]['macs_per_exit'],
+        'upload_bytes_per_round': float(np.mean([r['upload_bytes_per_round'] for r in reps])),
+        'train_time_s': float(np.mean([r['train_time_s'] for r in reps])),
+        'rounds': reps[0]['rounds'], 'repeats': len(reps),
+        'diverged': next((r['diverged'] for r in reps if r['diverged']), None),
+    })
+  return rows
+
+
+def _pct(v) -> str:
+  return '—' if v is None else f'{100 * v:.2f}'
+
+
+def markdown(rows: Sequence[dict], results: Sequence[dict], partition: dict,
+             wall_time_s: float) -> str:
+  lines = ['# ReeFL results', '']
+  lines.append(f"{partition['clients']} clients (Dirichlet alpha = {partition['alpha']}, "
+               f"{partition['client_size_min']}-{partition['client_size_max']} training images "
+               f"each, {partition['classes_per_client_mean']:.1f} classes on average), "
+               f"global test split of {partition['test_images']} images. Accuracy at each "
+               'exit on the global test split (%), mean over repeats; "Mean" is the mean '
+               'over exits (± its std across repeats).')
+  lines.append('')
+  for regime in dict.fromkeys(r['regime'] for r in rows):
+    sub = [r for r in rows if r['regime'] == regime]
+    n_exits = len(sub[0]['macs_per_exit'])
+    lines += [f'## Regime: {regime}', '']
+    head = (['Method', 'Mean'] + [f'Exit {i + 1}' for i in range(n_exits)]
+            + ['Ensemble', 'Upload/round (MB)', 'Train time (s)'])
+    lines.append('| ' + ' | '.join(head) + ' |')
+    lines.append('| --- |' + ' ---: |' * (len(head) - 1))
+    for r in sub:
+      if r['accuracy_mean'] is None:
+        cells = [f"diverged (round {r['diverged']})"] + [''] * (n_exits + 1)
+      else:
+        cells = ([f"{_pct(r['accuracy_mean'])} ± {_pct(r['accuracy_std'])}"]
+                 + [_pct(v) for v in r['exit_accuracy_mean']]
+                 + [_pct(r['ensemble_accuracy_mean'])])
+      cells += [f"{r['upload_bytes_per_round'] / 1e6:.2f}", f"{r['train_time_s']:.0f}"]
+      lines.append('| ' + ' | '.join([NAMES.get(r['method'], r['method'])] + cells) + ' |')
+    lines.append('')
+    macs = sub[0]['macs_per_exit']
+    lines.append('MACs per example to each exit (M): '
+                 + ', '.join(f'{m / 1e6:.2f}' for m in macs) + '.')
+    tiers = next(x['tiers'] for x in results if x['regime'] == regime)
+    lines.append('')
+    lines.append('| Tier | Exit after block | Parameters held | Trainable = uploaded |')
+    lines.append('| ---: | ---: | ---: | ---: |')
+    for t in tiers:
+      lines.append(f"| {t['tier']} | {t['exit_block'] + 1} | {t['held']:,} | {t['uploaded']:,} |")
+    lines.append('')
+  lines.append(f'Wall-clock time of the whole run: {wall_time_s:.0f} s.')
+  return '\n'.join(lines) + '\n'
+
+
+def plot_exits(path: str, rows: Sequence[dict], regimes: set) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  for r in rows:
+    if r['exit_accuracy_mean'] is None:
+      continue
+    x = np.arange(1, len(r['exit_accuracy_mean']) + 1)
+    ax.errorbar(x, 100 * np.array(r['exit_accuracy_mean']), yerr=100 * np.array(r['exit_accuracy_std']),
+                marker='o', capsize=3, label=_label(r['method'], r['regime'], regimes))
+  ax.set_xlabel('Exit')
+  ax.set_ylabel('Accuracy (%)')
+  ax.set_xticks(np.arange(1, len(rows[0]['macs_per_exit']) + 1))
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_teacher(path: str, results: Sequence[dict], regimes: set) -> bool:
+  """Fraction of local steps at which each exit was the teacher, per tier."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  groups: dict[str, dict[int, np.ndarray]] = {}
+  for r in results:
+    if r['method'] not in ('reefl', 'reefl_nomod'):
+      continue
+    label = _label(r['method'], r['regime'], regimes)
+    g = groups.setdefault(label, {})
+    for t, c in r['teacher'].items():
+      g[int(t)] = g.get(int(t), 0) + np.asarray(c, float)
+  if not groups:
+    return False
+  fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.6), squeeze=False)
+  for ax, (label, hist) in zip(axes[0], groups.items()):
+    tiers = sorted(t for t in hist if len(hist[t]) > 1)
+    width = 0.8 / max(len(tiers), 1)
+    for i, t in enumerate(tiers):
+      frac = hist[t] / max(hist[t].sum(), 1)
+      ax.bar(np.arange(1, len(frac) + 1) + (i - (len(tiers) - 1) / 2) * width, frac, width,
+             label=f'tier {t + 1}')
+    ax.set_title(label)
+    ax.set_xticks(np.arange(1, max(len(h) for h in hist.values()) + 1))
+    ax.set_xlabel('Teacher exit')
+    ax.set_ylabel('Fraction of local steps')
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return True
+
+
+def write_outputs(workdir: str, results: Sequence[dict], *, partition: dict,
+                  wall_time_s: float) -> dict:
+  """Writes results.json, results.md, curves.png, exits.png, teacher.png; returns the json."""
+  rows = summarize(results)
+  regimes = {r['regime'] for r in rows}
+  doc = {'rows': rows, 'partition': partition, 'wall_time_s': wall_time_s,
+         'tiers': {r['regime']: r['tiers'] for r in results},
+         'teacher': {f"{r['regime']}/{r['method']}/{r['repeat']}": r['teacher'] for r in results},
+         'curves': {f"{r['regime']}/{r['method']}/{r['repeat']}": r['curve'] for r in results}}
+  atomic_write_text(os.path.join(workdir, 'results.json'),
+                    json.dumps(to_jsonable(doc), indent=1))
+  atomic_write_text(os.path.join(workdir, 'results.md'),
+                    markdown(rows, results, partition, wall_time_s))
+  curves = {}
+  for row in rows:
+    reps = [r for r in results if r['regime'] == row['regime'] and r['method'] == row['method']
+            and r['curve']]
+    if not reps:
+      continue
+    n = min(len(r['curve']) for r in reps)
+    acc = np.array([[c['accuracy'] for c in r['curve'][:n]] for r in reps])
+    curves[_label(row['method'], row['regime'], regimes)] = {
+        'round': [c['round'] for c in reps[0]['curve'][:n]],
+        'accuracy_mean': acc.mean(0).tolist(),
+        'accuracy_std': acc.std(0).tolist() if len(reps) > 1 else None}
+  if curves:
+    plot_curves(os.path.join(workdir, 'curves.png'), curves,
+                title='Mean accuracy over exits')
+  if any(r['exit_accuracy_mean'] for r in rows):
+    plot_exits(os.path.join(workdir, 'exits.png'), rows, regimes)
+  plot_teacher(os.path.join(workdir, 'teacher.png'), results, regimes)
+  return doc

@@ -1,0 +1,288 @@
+"""One ReeFL experiment: every configured regime x method x repeat, then the outputs.
+
+The entry point (``experiments/main.py``) dispatches here for configs with
+``system='reefl'`` (``configs/reefl_*.py``). This module reads the config and
+passes explicit arguments to the library (``mg.data.dirichlet``,
+``mg.models.vit``, ``mg.algorithms.reefl``, ``mg.reefl_report``).
+
+Long runs: a checkpoint (``mg.checkpoint.Store``) every ``checkpoint_every``
+rounds and at the end of each (regime, method, repeat), and on SIGINT/SIGTERM;
+rerunning the same command with the same ``--workdir`` resumes. Client
+sampling and keys are functions of (seed, repeat, round), so a resumed run
+equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mg import checkpoint as checkpoint_lib
+from mg import reefl_report
+from mg.algorithms import reefl
+from mg.config import ConfigError
+from mg.data import dirichlet
+from mg.models import vit
+from mg.report import MetricsLog, progress
+from mg.report.serialize import atomic_write_text, to_jsonable
+
+
+def model_config(config, modulation: bool = True) -> vit.ViTConfig:
+  m = config.model
+  from mg.data.specs import SPECS  # pylint: disable=g-import-not-at-top
+  spec = SPECS[config.data.name]
+  return vit.ViTConfig(
+      image_size=m.image_size, patch_size=m.patch_size, in_chans=m.in_chans or spec.input_shape[2],
+      dim=m.dim, depth=m.depth, heads=m.heads, num_exits=m.num_exits,
+      num_classes=spec.num_classes, mlp_ratio=m.mlp_ratio, modulation=modulation,
+      raw_history=m.raw_history, ree_heads=m.ree_heads, ree_attn_dim=m.ree_attn_dim,
+      ree_mlp_ratio=m.ree_mlp_ratio, ree_max_tokens=m.ree_max_tokens, init_std=m.init_std)
+
+
+def validate(config) -> None:
+  """Raises ``ConfigError`` for a ReeFL config that cannot run."""
+  def check(ok, message):
+    if not ok:
+      raise ConfigError(message)
+  for m in config.methods:
+    check(m in reefl.METHODS, f'methods: unknown method {m!r}; expected some of '
+          f'{tuple(reefl.METHODS)}')
+  for r in config.regimes:
+    check(r in reefl.REGIMES, f'regimes: unknown regime {r!r}; expected some of {reefl.REGIMES}')
+  check(len(config.methods) > 0 and len(config.regimes) > 0, 'methods and regimes must be non-empty')
+  m = config.model
+  check(m.depth % m.num_exits == 0, f'model.depth={m.depth} is not a multiple of '
+        f'model.num_exits={m.num_exits}')
+  check(m.image_size % m.patch_size == 0, f'model.image_size={m.image_size} is not a '
+        f'multiple of model.patch_size={m.patch_size}')
+  check(m.dim % m.heads == 0, f'model.dim={m.dim} is not a multiple of model.heads={m.heads}')
+  check(m.ree_attn_dim % m.ree_heads == 0, 'model.ree_attn_dim must be a multiple of ree_heads')
+  check('lora' not in config.regimes or m.lora_rank > 0,
+        "regimes has 'lora' but model.lora_rank=0")
+  fl = config.fl
+  check(0 < fl.clients_per_round <= config.data.num_clients,
+        f'fl.clients_per_round={fl.clients_per_round}: expected 1..data.num_clients')
+  for field in ('rounds', 'batch_size'):
+    check(isinstance(fl[field], int) and fl[field] > 0, f'fl.{field}: expected an integer > 0')
+  check(fl.kd_rounds > 0 and fl.lr > 0, 'fl.kd_rounds and fl.lr must be > 0')
+  check(config.repeats > 0 and config.eval_every > 0, 'repeats and eval_every must be > 0')
+  check(config.data.test in ('official', 'holdout'), "data.test: expected 'official' or 'holdout'")
+  from mg.data.specs import SPECS  # pylint: disable=g-import-not-at-top
+  check(config.data.name in SPECS, f'data.name={config.data.name!r}: expected one of {tuple(SPECS)}')
+  check(SPECS[config.data.name].input_shape[0] <= m.image_size,
+        f'model.image_size={m.image_size} is smaller than the {config.data.name} images '
+        f'({SPECS[config.data.name].input_shape[0]} pixels; they are only ever upsampled)')
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+def make_evaluate(cfg: vit.ViTConfig, batch: int):
+  """``evaluate(params, images, labels) -> {'exit_accuracy': [...], 'ensemble_accuracy'}``."""
+  @jax.jit
+  def counts(params, x, y, w):
+    logits = jnp.stack(vit.apply(params, x, cfg))                  # (E, B, C)
+    correct = jnp.sum((jnp.argmax(logits, -1) == y) * w, axis=1)
+    ensemble = jnp.sum((jnp.argmax(jnp.sum(logits, 0), -1) == y) * w)
+    return correct, ensemble
+
+  def evaluate(params, images, labels):
+    n = len(labels)
+    total_c, total_e = 0.0, 0.0
+    for start in range(0, n, batch):
+      x, y = images[start:start + batch], labels[start:start + batch]
+      w = np.ones(len(y), np.float32)
+      if len(y) < batch:  # pad the last batch (fixed shapes: one program)
+        pad = batch - len(y)
+        x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)])
+        y = jnp.concatenate([y, jnp.zeros((pad,), y.dtype)])
+        w = np.concatenate([w, np.zeros(pad, np.float32)])
+      c, e = counts(params, x, y, jnp.asarray(w))
+      total_c = total_c + np.asarray(c, np.float64)
+      total_e += float(e)
+    return {'exit_accuracy': [float(v) / n for v in total_c], 'ensemble_accuracy': total_e / n}
+  return evaluate
+
+
+# ----------------------------------------------------------------------- run
+
+
+_init = jax.jit(vit.init, static_argnums=1)
+
+
+def _numbered(leaves: list) -> dict:
+  """Leaves under zero-padded names: their order survives a checkpoint."""
+  return {f'{i:05d}': x for i, x in enumerate(leaves)}
+
+
+def _clients(split: dirichlet.ClientSplit, num_exits: int) -> list[reefl.ClientData]:
+  n_max = max(len(c) for c in split.clients)
+  out = []
+  for i, idx in enumerate(split.clients):
+    padded = np.zeros(n_max, np.int32)
+    padded[:len(idx)] = idx
+    out.append(reefl.ClientData(jnp.asarray(padded), jnp.int32(len(idx)), i % num_exits))
+  return out
+
+
+def initial_params(config, cfg: vit.ViTConfig, key):
+  params = _init(key, cfg)
+  if config.model.init_checkpoint:
+    from mg.models import pretrained  # pylint: disable=g-import-not-at-top
+    params = pretrained.load_backbone(config.model.init_checkpoint, params, cfg)
+  return params
+
+
+def train_method(config, *, method, regime, repeat, data, clients, log, stop,
+                 resume=None, save=None, programs=None):
+  """Trains one (regime, method, repeat); returns its result dict."""
+  kd_mode, modulation = reefl.METHODS[method]
+  cfg = model_config(config, modulation)
+  if regime == 'lora':
+    cfg = cfg._replace(lora_rank=config.model.lora_rank, lora_alpha=config.model.lora_alpha)
+  fl = config.fl
+  seed = config.seed + 1000 * repeat
+  params = initial_params(config, cfg, jax.random.PRNGKey(seed))
+  local = reefl.LocalConfig(batch_size=fl.batch_size, clip=fl.clip, ema=fl.ema,
+                            temperature=fl.temperature, kd_mode=kd_mode)
+  hp = reefl.Hparams(rounds=fl.rounds, lr=fl.lr, min_lr=fl.min_lr, kd_rounds=fl.kd_rounds)
+  alg = reefl.reefl(cfg, params, regime=regime, local=local, hp=hp, name=method,
+                    programs=None if programs is None else programs.setdefault(
+                        (regime, modulation), {}))
+  state = alg.init(params)
+  evaluate = (make_evaluate(cfg, config.data.eval_batch) if programs is None else
+              programs.setdefault(('evaluate', cfg), make_evaluate(cfg, config.data.eval_batch)))
+  tag = f'{method} [{regime}]'
+  images, labels, test_images, test_labels = data
+
+  first, curve, teacher, train_time, uploaded, diverged = 1, [], {}, 0.0, [], None
+  if resume is not None:
+    first = resume['round'] + 1
+    curve, train_time, uploaded = resume['curve'], resume['train_time'], resume['uploaded']
+    teacher = {int(k): np.asarray(v) for k, v in resume['teacher'].items()}
+    restored = checkpoint_lib.restore_like(state.params, resume['params'], 'params')
+    state = state._replace(params=restored, round=jnp.int32(resume['round']))
+
+  def snapshot(r):
+    return {'round': r, 'curve': curve, 'train_time': train_time, 'uploaded': uploaded,
+            'teacher': {str(k): v.tolist() for k, v in teacher.items()}}
+
+  key = jax.random.PRNGKey(seed + 1)
+  with progress(fl.rounds, tag, config.progress) as bar:
+    bar.update(first - 1)
+    for r in range(first, fl.rounds + 1):
+      sampled = reefl.sample_clients(seed, r, len(clients), fl.clients_per_round)
+      start = time.perf_counter()
+      state, diag = reefl.train_round(alg, state, clients, images, labels, sampled,
+                                      jax.random.fold_in(key, r), r)
+      jax.block_until_ready(state.params)
+      train_time += time.perf_counter() - start
+      uploaded.append(diag['uploaded'])
+      for t, c in diag['teacher'].items():
+        teacher[t] = teacher.get(t, 0) + c
+      if not diag['finite'] or not np.isfinite(diag['loss']):
+        diverged = r
+        break
+      record = {'loss': diag['loss'], 'lr': reefl.learning_rate(r, fl.rounds, fl.lr, fl.min_lr),
+                'kd_weight': reefl.kd_weight(r, fl.kd_rounds)}
+      if r % config.eval_every == 0 or r == fl.rounds:
+        ev = evaluate(state.params, test_images, test_labels)
+        mean = float(np.mean(ev['exit_accuracy']))
+        curve.append({'round': r, 'accuracy': mean, **ev})
+        record.update(accuracy_mean=mean, **ev)
+      log.write(tag if regime != 'full' else method, r, repeat=repeat, regime=regime, **record)
+      bar.set_postfix({'loss': diag['loss'], **({'acc': curve[-1]['accuracy']} if curve else {})})
+      bar.update(1)
+      if save is not None and (r % config.checkpoint_every == 0 or stop) and r < fl.rounds:
+        save(state.params, snapshot(r))
+      if stop and r < fl.rounds:  # at the last round: finish, the method is saved as done
+        raise checkpoint_lib.Interrupted(stop.signum, f'round {r} of {tag} (repeat {repeat + 1})')
+
+  final = curve[-1] if curve and not diverged else None
+  tiers = reefl.tier_param_counts(cfg, regime, params)
+  return {
+      'method': method, 'regime': regime, 'repeat': repeat, 'diverged': diverged,
+      'exit_accuracy': final['exit_accuracy'] if final else None,
+      'ensemble_accuracy': final['ensemble_accuracy'] if final else None,
+      'curve': curve, 'train_time_s': train_time, 'rounds': fl.rounds,
+      'upload_bytes_per_round': 4.0 * float(np.mean(uploaded)) if uploaded else None,
+      'macs_per_exit': vit.macs_per_exit(cfg), 'tiers': tiers,
+      'teacher': {str(k): np.asarray(v).tolist() for k, v in sorted(teacher.items())},
+  }
+
+
+def run(config, workdir: str) -> dict:
+  """Runs every (regime, method, repeat) of ``config``; writes the outputs to ``workdir``."""
+  validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  config_json = json.dumps(to_jsonable(config.to_dict()), sort_keys=True, indent=1)
+  config_path = os.path.join(workdir, 'config.json')
+  store_dir = os.path.join(workdir, checkpoint_lib.CHECKPOINT_DIR)
+  if os.path.exists(config_path) and config.resume:
+    with open(config_path) as f:
+      if f.read() != config_json:
+        raise ConfigError(f'{workdir} holds a run of another config; choose another '
+                          '--workdir or pass --config.resume=False')
+  elif os.path.isdir(store_dir) and not config.resume:
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(store_dir)
+  atomic_write_text(config_path, config_json)
+
+  d = config.data
+  start = time.perf_counter()
+  split = dirichlet.client_split(
+      name=d.name, source=d.source, folder=d.dir, split=d.split, test=d.test,
+      test_fraction=d.test_fraction, num_clients=d.num_clients, alpha=d.alpha,
+      seed=config.seed)
+  data = (jnp.asarray(split.train_images), jnp.asarray(split.train_labels),
+          jnp.asarray(split.test_images), jnp.asarray(split.test_labels))
+  clients = _clients(split, config.model.num_exits)
+  sizes = np.array([len(c) for c in split.clients])
+  partition = {'clients': int(d.num_clients), 'alpha': float(d.alpha),
+               'train_images': int(len(split.train_labels)),
+               'test_images': int(len(split.test_labels)),
+               'client_size_min': int(sizes.min()), 'client_size_max': int(sizes.max()),
+               'classes_per_client_mean': float(np.mean(
+                   [len(np.unique(split.train_labels[c])) for c in split.clients]))}
+
+  store = checkpoint_lib.Store(store_dir, config.keep_checkpoints)
+  done: dict[str, dict] = {}
+  current = None
+  latest = store.restore_latest() if config.resume else None
+  if latest is not None:
+    done = latest.progress['done']
+    current = latest.progress.get('current')
+    if current is not None:
+      saved = latest.arrays['leaves']
+      current['params'] = [saved[k] for k in sorted(saved)]
+
+  results = []
+  programs: dict = {}  # compiled per-tier programs, shared by methods with one model
+  with checkpoint_lib.StopRequest() as stop, MetricsLog(workdir) as log:
+    for regime in config.regimes:
+      for method in config.methods:
+        for repeat in range(config.repeats):
+          name = f'{regime}/{method}/{repeat}'
+          if name in done:
+            results.append(done[name])
+            continue
+          resume = current if current is not None and current['name'] == name else None
+
+          def save(params, snap, name=name):
+            store.save({'leaves': _numbered(checkpoint_lib.host_leaves(params))},
+                       {'done': done, 'current': dict(snap, name=name)})
+
+          res = train_method(config, method=method, regime=regime, repeat=repeat, data=data,
+                             clients=clients, log=log, stop=stop,
+                             resume=resume, save=save, programs=programs)
+          done[name] = json.loads(json.dumps(to_jsonable(res)))
+          results.append(done[name])
+          store.save({'leaves': {'none': np.zeros(())}}, {'done': done, 'current': None})
+  store.close()
+  wall = time.perf_counter() - start
+  return reefl_report.write_outputs(workdir, results, partition=partition, wall_time_s=wall)

@@ -1,0 +1,194 @@
+"""ViT with recurrent early exits: exit indices, Ree against NumPy, truncation."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import special
+
+from mg.models import ree as ree_lib
+from mg.models import vit
+
+# Eager op-by-op dispatch of the unrolled blocks is slow; jitted runs compile fast.
+apply = jax.jit(vit.apply, static_argnums=(2, 3))
+init = jax.jit(vit.init, static_argnums=1)
+
+CFG = vit.ViTConfig(image_size=8, patch_size=4, in_chans=1, dim=16, depth=4,
+                    heads=2, num_exits=2, num_classes=3)
+
+
+@pytest.mark.parametrize('depth, exits, expected', [
+    (12, 4, (2, 5, 8, 11)),
+    (12, 12, tuple(range(12))),
+    (8, 4, (1, 3, 5, 7)),
+])
+def test_exit_blocks_follow_the_code(depth, exits, expected):
+  assert vit.exit_blocks(depth, exits) == expected
+
+
+def test_exit_blocks_reject_uneven_split():
+  with pytest.raises(ValueError):
+    vit.exit_blocks(12, 5)
+
+
+# ----------------------------------------------------------- NumPy reference
+
+def _ln(x, p, eps):
+  mu = x.mean(-1, keepdims=True)
+  var = ((x - mu) ** 2).mean(-1, keepdims=True)
+  return (x - mu) / np.sqrt(var + eps) * p['scale'] + p['bias']
+
+
+def _lin(x, p):
+  return x @ p['kernel'] + p['bias']
+
+
+def _gelu(x):
+  return 0.5 * x * (1 + special.erf(x / math.sqrt(2)))
+
+
+def _softmax(x):
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def _np_ree(p, tokens, heads=8, attn_dim=16):
+  """Ree as the code's ``Ree.forward``, one batch row at a time."""
+  b, n, d = tokens.shape
+  x = np.concatenate([np.broadcast_to(p['meta'], (b, 1, d)), tokens], 1) + p['pos'][:n + 1]
+  layer = p['layers'][0]
+  out = []
+  for row in x:
+    h = _ln(row, layer['ln1'], 1e-5)
+    qkv = _lin(h, layer['qkv'])
+    q, k, v = qkv[:, :attn_dim], qkv[:, attn_dim:2 * attn_dim], qkv[:, 2 * attn_dim:]
+    hd = attn_dim // heads
+    o = np.zeros((n + 1, attn_dim))
+    for i in range(heads):
+      s = slice(i * hd, (i + 1) * hd)
+      a = _softmax(q[:, s] @ k[:, s].T * attn_dim ** -0.5)  # the code's scale
+      o[:, s] = a @ v[:, s]
+    row = row + _lin(o, layer['out'])
+    row = row + _lin(_gelu(_lin(_ln(row, layer['ln2'], 1e-5), layer['fc1'])), layer['fc2'])
+    out.append(row)
+  return np.stack(out)
+
+
+def _np_block(p, x, heads):
+  b, t, d = x.shape
+  h = _ln(x, p['ln1'], 1e-6)
+  q, k, v = _lin(h, p['q']), _lin(h, p['k']), _lin(h, p['v'])
+  hd = d // heads
+  o = np.zeros_like(x)
+  for i in range(heads):
+    s = slice(i * hd, (i + 1) * hd)
+    a = _softmax(np.einsum('bid,bjd->bij', q[..., s], k[..., s]) * hd ** -0.5)
+    o[..., s] = np.einsum('bij,bjd->bid', a, v[..., s])
+  x = x + _lin(o, p['proj'])
+  return x + _lin(_gelu(_lin(_ln(x, p['ln2'], 1e-6), p['fc1'])), p['fc2'])
+
+
+def _np_forward(p, images, cfg, modulation=True):
+  """The code's ``VisionTransformer.forward`` with its in-place CLS write."""
+  b = images.shape[0]
+  ps = cfg.patch_size
+  g = cfg.image_size // ps
+  patches = images.reshape(b, g, ps, g, ps, 1).transpose(0, 1, 3, 2, 4, 5).reshape(b, g * g, -1)
+  x = patches @ p['patch']['kernel'].reshape(-1, cfg.dim) + p['patch']['bias']
+  x = np.concatenate([np.broadcast_to(p['cls'], (b, 1, cfg.dim)), x], 1) + p['pos']
+  cls_tokens, logits = [], []
+  for l, bp in enumerate(p['blocks']):
+    x = _np_block(bp, x, cfg.heads)
+    cls_tokens.append(x[:, 0].copy())
+    mod = None
+    if l in cfg.exits:
+      hist = np.stack(cls_tokens, 1)
+      mod = _np_ree(p['ree'], hist)
+      head = p['ree']['head']
+      logits.append(_lin(_ln(mod[:, 0] + hist[:, -1], head['ln'], 1e-5), head['dense']))
+    if modulation:
+      if mod is None:
+        mod = _np_ree(p['ree'], np.stack(cls_tokens, 1))
+      x[:, 0] = mod[:, -1]
+      cls_tokens[-1] = mod[:, -1]  # the appended view sees the in-place write
+  return logits
+
+
+def _random_params(cfg, seed=0):
+  params = init(jax.random.PRNGKey(seed), cfg)
+  # Non-trivial norms, biases and Ree embeddings so every term matters.
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(
+      lambda x: jnp.asarray(np.asarray(x) + 0.3 * rng.standard_normal(x.shape), jnp.float32),
+      params)
+
+
+@pytest.mark.parametrize('modulation', [True, False])
+def test_forward_matches_numpy_reference(modulation):
+  cfg = CFG._replace(modulation=modulation)
+  params = _random_params(cfg)
+  images = np.asarray(jax.random.normal(jax.random.PRNGKey(5), (3, 8, 8, 1)))
+  got = apply(params, jnp.asarray(images), cfg)
+  want = _np_forward(jax.tree.map(np.asarray, params), images.astype(np.float64), cfg,
+                     modulation)
+  assert len(got) == len(want) == 2
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(np.asarray(g), w, rtol=2e-4, atol=2e-4)
+
+
+def test_ree_matches_numpy_reference():
+  rcfg = ree_lib.ReeConfig(dim=16, max_tokens=5, num_classes=3)
+  params = _random_params(CFG)['ree']
+  tokens = np.asarray(jax.random.normal(jax.random.PRNGKey(2), (2, 3, 16)))
+  got = ree_lib.apply(params, jnp.asarray(tokens), rcfg)
+  want = _np_ree(jax.tree.map(np.asarray, params), tokens.astype(np.float64))
+  np.testing.assert_allclose(np.asarray(got), want, rtol=2e-4, atol=2e-4)
+
+
+def test_modulation_changes_later_exits_only():
+  params = _random_params(CFG)
+  images = jax.random.normal(jax.random.PRNGKey(3), (2, 8, 8, 1))
+  on = apply(params, images, CFG)
+  off = apply(params, images, CFG._replace(modulation=False))
+  raw = apply(params, images, CFG._replace(raw_history=True))
+  # Block 0 (not an exit) is modulated before exit 0 at block 1, and exit 0
+  # reads h_0: the modulated token, or the raw one with raw_history.
+  assert not np.allclose(on[0], off[0])
+  assert not np.allclose(on[0], raw[0])
+  assert not np.allclose(on[1], raw[1])
+
+
+def test_truncated_tier_equals_full_model_and_has_zero_grads():
+  params = _random_params(CFG)
+  images = jax.random.normal(jax.random.PRNGKey(4), (2, 8, 8, 1))
+  full = apply(params, images, CFG)
+  tier0 = apply(vit.tier_params(params, 0, CFG), images, CFG, 0)
+  assert len(tier0) == 1
+  np.testing.assert_array_equal(np.asarray(tier0[0]), np.asarray(full[0]))
+
+  grads = jax.jit(jax.grad(lambda p: jnp.sum(vit.apply(p, images, CFG, tier=0)[0] ** 2)))(params)
+  held = CFG.exits[0] + 1
+  for b in grads['blocks'][held:]:
+    for leaf in jax.tree.leaves(b):
+      assert np.all(np.asarray(leaf) == 0.0)
+  assert any(np.any(np.asarray(x) != 0) for x in jax.tree.leaves(grads['blocks'][:held]))
+
+
+def test_lora_starts_as_the_base_model_and_macs_grow():
+  cfg = CFG._replace(lora_rank=2, lora_alpha=4.0)
+  params = init(jax.random.PRNGKey(0), cfg)
+  assert params['blocks'][0]['q']['lora_a'].shape == (16, 2)
+  assert 'lora_a' not in params['blocks'][0]['k']
+  base = jax.tree.map(lambda x: x, params)
+  for b in base['blocks']:
+    for name in ('q', 'v'):
+      b[name] = {'kernel': b[name]['kernel'], 'bias': b[name]['bias']}
+  images = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 1))
+  for a, b in zip(apply(params, images, cfg), apply(base, images, CFG)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+  macs = vit.macs_per_exit(CFG)
+  assert len(macs) == 2 and macs[0] < macs[1]
+  # Without modulation Ree runs at the exits only: fewer MACs.
+  assert vit.macs_per_exit(CFG._replace(modulation=False))[1] < macs[1]

@@ -1,0 +1,45 @@
+"""The ReeFL experiment end to end on the tiny config: outputs, rows, resume."""
+
+import json
+import os
+
+from configs import reefl_test
+from mg import reefl_run
+from mg.data import dirichlet
+
+import numpy as np
+
+ROW_KEYS = {'method', 'regime', 'accuracy_mean', 'accuracy_std', 'exit_accuracy_mean',
+            'exit_accuracy_std', 'ensemble_accuracy_mean', 'macs_per_exit',
+            'upload_bytes_per_round', 'train_time_s', 'rounds', 'repeats'}
+
+
+def test_lda_partition_equal_sizes_and_disjoint():
+  labels = np.repeat(np.arange(5), 40)
+  parts = dirichlet.lda_partition(labels, 7, 1.0, np.random.default_rng(0))
+  sizes = [len(p) for p in parts]
+  assert sum(sizes) == 200 and max(sizes) - min(sizes) <= 1
+  assert len(np.unique(np.concatenate(parts))) == 200
+  kept, held = dirichlet.stratified_holdout(labels, 0.25, np.random.default_rng(0))
+  assert np.all(np.bincount(labels[held]) == 10) and len(kept) == 150
+
+
+def test_reefl_run_writes_every_output_and_resumes(tmp_path):
+  config = reefl_test.get_config()
+  config.methods = ('reefl', 'reefl_lastkd')  # one model: the programs are shared
+  workdir = str(tmp_path / 'run')
+  doc = reefl_run.run(config, workdir)
+  for name in ('results.json', 'results.md', 'metrics.jsonl', 'curves.png', 'exits.png',
+               'teacher.png', 'config.json'):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  rows = doc['rows']
+  assert [r['method'] for r in rows] == ['reefl', 'reefl_lastkd']
+  for r in rows:
+    assert ROW_KEYS <= set(r)
+    assert len(r['exit_accuracy_mean']) == 2 and len(r['macs_per_exit']) == 2
+    assert 0.0 <= r['accuracy_mean'] <= 1.0
+  assert '| ReeFL |' in open(os.path.join(workdir, 'results.md')).read()
+  # Rerunning the finished run restores every result from its checkpoint.
+  again = reefl_run.run(config, workdir)
+  assert json.dumps(again['rows'][0]['exit_accuracy_mean']) == json.dumps(
+      rows[0]['exit_accuracy_mean'])
