@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 
 import jax
@@ -24,6 +25,7 @@ import numpy as np
 
 from mg import checkpoint as checkpoint_lib
 from mg import reefl_report
+from mg import workdir as workdir_lib
 from mg.algorithms import reefl
 from mg.config import ConfigError
 from mg.data import dirichlet
@@ -217,9 +219,19 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
 
 
 def run(config, workdir: str) -> dict:
-  """Runs every (regime, method, repeat) of ``config``; writes the outputs to ``workdir``."""
+  """Runs every (regime, method, repeat) of ``config``; writes the outputs to ``workdir``.
+
+  The workdir is held for the whole run (``mg.workdir.Lock``: a second run on it
+  stops with one line), and ``config.json`` is written, or the old checkpoints
+  deleted for ``resume=False``, only once the data has loaded.
+  """
   validate(config)
-  os.makedirs(workdir, exist_ok=True)
+  with workdir_lib.Lock(workdir):
+    return _run_locked(config, workdir)
+
+
+def _run_locked(config, workdir: str) -> dict:
+  workdir_lib.check_layout(workdir)
   config_json = json.dumps(to_jsonable(config.to_dict()), sort_keys=True, indent=1)
   config_path = os.path.join(workdir, 'config.json')
   store_dir = os.path.join(workdir, checkpoint_lib.CHECKPOINT_DIR)
@@ -228,10 +240,6 @@ def run(config, workdir: str) -> dict:
       if f.read() != config_json:
         raise ConfigError(f'{workdir} holds a run of another config; choose another '
                           '--workdir or pass --config.resume=False')
-  elif os.path.isdir(store_dir) and not config.resume:
-    import shutil  # pylint: disable=g-import-not-at-top
-    shutil.rmtree(store_dir)
-  atomic_write_text(config_path, config_json)
 
   d = config.data
   start = time.perf_counter()
@@ -242,6 +250,9 @@ def run(config, workdir: str) -> dict:
   data = (jnp.asarray(split.train_images), jnp.asarray(split.train_labels),
           jnp.asarray(split.test_images), jnp.asarray(split.test_labels))
   clients = _clients(split, config.model.num_exits)
+  if os.path.isdir(store_dir) and not config.resume:  # accepted: start over
+    shutil.rmtree(store_dir)
+  atomic_write_text(config_path, config_json)
   sizes = np.array([len(c) for c in split.clients])
   partition = {'clients': int(d.num_clients), 'alpha': float(d.alpha),
                'train_images': int(len(split.train_labels)),

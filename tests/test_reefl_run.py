@@ -43,3 +43,19 @@ def test_reefl_run_writes_every_output_and_resumes(tmp_path):
   again = reefl_run.run(config, workdir)
   assert json.dumps(again['rows'][0]['exit_accuracy_mean']) == json.dumps(
       rows[0]['exit_accuracy_mean'])
+
+
+def test_reefl_run_holds_its_workdir_and_accepts_it_only_with_data(tmp_path):
+  import pytest  # pylint: disable=g-import-not-at-top
+  from mg import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  config = reefl_test.get_config()
+  with workdir_lib.Lock(str(tmp_path)):
+    with pytest.raises(workdir_lib.WorkdirError, match='in use by another run'):
+      reefl_run.run(config, str(tmp_path))
+  from configs import reefl_mnist  # pylint: disable=g-import-not-at-top
+  from mg.data import DataError  # pylint: disable=g-import-not-at-top
+  config = reefl_mnist.get_config()
+  config.data.dir = str(tmp_path / 'empty')
+  with pytest.raises(DataError, match='is not a folder'):
+    reefl_run.run(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run' / 'config.json').exists()
