@@ -208,6 +208,8 @@ def train_method(config, *, method, regime, repeat, data, clients, log, store, s
     tiers = reefl.tier_param_counts(cfg, regime, params)
     macs = vit.macs_per_exit(cfg)
     saved = lambda s: s.params
+  lr_range = ((config.baselines.feddyn_lr, config.baselines.feddyn_min_lr)
+              if method == 'depthfl_feddyn' else (fl.lr, fl.min_lr))  # what is logged
   tag = f'{method} [{regime}]'
   images, labels, test_images, test_labels = data
 
@@ -242,7 +244,7 @@ def train_method(config, *, method, regime, repeat, data, clients, log, store, s
       if not diag['finite'] or not np.isfinite(diag['loss']):
         diverged = r
         break
-      record = {'loss': diag['loss'], 'lr': reefl.learning_rate(r, fl.rounds, fl.lr, fl.min_lr),
+      record = {'loss': diag['loss'], 'lr': reefl.learning_rate(r, fl.rounds, *lr_range),
                 'kd_weight': reefl.kd_weight(r, fl.kd_rounds)}
       if r % config.eval_every == 0 or r == fl.rounds:
         ev = evaluate(alg.output(state), test_images, test_labels)
