@@ -3,7 +3,8 @@
 The entry point (``experiments/main.py``) dispatches here for configs with
 ``system='reefl'`` (``configs/reefl_*.py``). This module reads the config and
 passes explicit arguments to the library (``mg.data.dirichlet``,
-``mg.models.vit``, ``mg.algorithms.reefl``, ``mg.reefl_report``).
+``mg.models.vit``, ``mg.algorithms.reefl``, ``mg.reefl_report``); the paper's
+baselines (``mg.algorithms.baselines``) dispatch in :func:`train_method`.
 
 Long runs: a checkpoint (``mg.checkpoint.Store``) every ``checkpoint_every``
 rounds and at the end of each (regime, method, repeat), and on SIGINT/SIGTERM;
