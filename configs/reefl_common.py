@@ -15,6 +15,8 @@ import ml_collections
 from ml_collections import config_dict
 
 METHODS = ('reefl', 'reefl_lastkd', 'reefl_nokd', 'reefl_nomod')
+BASELINES = ('reefl_maximum', 'exclusivefl', 'inclusivefl', 'inclusivefl_nomd', 'depthfl',
+             'depthfl_feddyn', 'scalefl')
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -73,4 +75,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.fl.clip = 1.0
   config.fl.ema = 0.8
   config.fl.temperature = 1.0
+
+  # The baselines' own settings (mg.algorithms.baselines.Options; the code's values).
+  config.baselines = ml_collections.ConfigDict()
+  config.baselines.inclusivefl_beta = 0.2      # momentum distillation weight
+  config.baselines.feddyn_alpha = 0.1          # depthfl_feddyn: alpha, its schedule
+  config.baselines.feddyn_lr = 0.1             # (SGD 0.1 -> 0.01, weight decay 1e-3)
+  config.baselines.feddyn_min_lr = 0.01
+  config.baselines.feddyn_weight_decay = 1e-3
+  config.baselines.scalefl_widths = ()         # (): the code's list for 4 or 12 exits
+  config.baselines.scalefl_kd_weight = 0.05
+  config.baselines.scalefl_temperature = 3.0
   return config

@@ -24,7 +24,10 @@ from mg.report import plot_curves
 from mg.report.serialize import atomic_write_text, to_jsonable
 
 NAMES = {'reefl': 'ReeFL', 'reefl_lastkd': 'ReeFL (last-exit KD)',
-         'reefl_nokd': 'ReeFL w/o KD', 'reefl_nomod': 'ReeFL w/o modulation'}
+         'reefl_nokd': 'ReeFL w/o KD', 'reefl_nomod': 'ReeFL w/o modulation',
+         'reefl_maximum': 'ReeFL, all full budget', 'exclusivefl': 'ExclusiveFL',
+         'inclusivefl': 'InclusiveFL', 'inclusivefl_nomd': 'InclusiveFL w/o MD',
+         'depthfl': 'DepthFL', 'depthfl_feddyn': 'DepthFL (FedDyn)', 'scalefl': 'ScaleFL'}
 
 
 def _label(method: str, regime: str, regimes: set) -> str:
@@ -50,6 +53,7 @@ def summarize(results: Sequence[dict]) -> list[dict]:
         'exit_accuracy_std': exits.std(axis=0).tolist() if ok else None,
         'ensemble_accuracy_mean': float(np.mean([r['ensemble_accuracy'] for r in ok])) if ok else None,
         'macs_per_exit': reps[0]['macs_per_exit'],
+        'trainable_per_tier': [t['trainable'] for t in reps[0].get('tiers', [])],
         'upload_bytes_per_round': float(np.mean([r['upload_bytes_per_round'] for r in reps])),
         'train_time_s': float(np.mean([r['train_time_s'] for r in reps])),
         'rounds': reps[0]['rounds'], 'repeats': len(reps),
@@ -77,7 +81,7 @@ def markdown(rows: Sequence[dict], results: Sequence[dict], partition: dict,
     n_exits = len(sub[0]['macs_per_exit'])
     lines += [f'## Regime: {regime}', '']
     head = (['Method', 'Mean'] + [f'Exit {i + 1}' for i in range(n_exits)]
-            + ['Ensemble', 'Upload/round (MB)', 'Train time (s)'])
+            + ['Ensemble', 'Trainable/tier (k)', 'Upload/round (MB)', 'Train time (s)'])
     lines.append('| ' + ' | '.join(head) + ' |')
     lines.append('| --- |' + ' ---: |' * (len(head) - 1))
     for r in sub:
@@ -87,7 +91,8 @@ def markdown(rows: Sequence[dict], results: Sequence[dict], partition: dict,
         cells = ([f"{_pct(r['accuracy_mean'])} ± {_pct(r['accuracy_std'])}"]
                  + [_pct(v) for v in r['exit_accuracy_mean']]
                  + [_pct(r['ensemble_accuracy_mean'])])
-      cells += [f"{r['upload_bytes_per_round'] / 1e6:.2f}", f"{r['train_time_s']:.0f}"]
+      cells += ['/'.join(f'{n / 1e3:.0f}' for n in r['trainable_per_tier']),
+                f"{r['upload_bytes_per_round'] / 1e6:.2f}", f"{r['train_time_s']:.0f}"]
       lines.append('| ' + ' | '.join([NAMES.get(r['method'], r['method'])] + cells) + ' |')
     lines.append('')
     macs = sub[0]['macs_per_exit']

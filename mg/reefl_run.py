@@ -3,7 +3,8 @@
 The entry point (``experiments/main.py``) dispatches here for configs with
 ``system='reefl'`` (``configs/reefl_*.py``). This module reads the config and
 passes explicit arguments to the library (``mg.data.dirichlet``,
-``mg.models.vit``, ``mg.algorithms.reefl``, ``mg.reefl_report``).
+``mg.models.vit``, ``mg.algorithms.reefl``, ``mg.reefl_report``); the paper's
+baselines (``mg.algorithms.baselines``) dispatch in :func:`train_method`.
 
 Long runs: a checkpoint (``mg.checkpoint.Store``) every ``checkpoint_every``
 rounds and at the end of each (regime, method, repeat), and on SIGINT/SIGTERM;
@@ -26,10 +27,10 @@ import numpy as np
 from mg import checkpoint as checkpoint_lib
 from mg import reefl_report
 from mg import workdir as workdir_lib
-from mg.algorithms import reefl
+from mg.algorithms import baselines, early_exit, reefl, scalefl
 from mg.config import ConfigError
 from mg.data import dirichlet
-from mg.models import vit
+from mg.models import exit_heads, vit
 from mg.report import MetricsLog, progress
 from mg.report.serialize import atomic_write_text, to_jsonable
 
@@ -52,8 +53,8 @@ def validate(config) -> None:
     if not ok:
       raise ConfigError(message)
   for m in config.methods:
-    check(m in reefl.METHODS, f'methods: unknown method {m!r}; expected some of '
-          f'{tuple(reefl.METHODS)}')
+    check(m in reefl.METHODS or m in baselines.METHODS, f'methods: unknown method {m!r}; '
+          f'expected some of {tuple(reefl.METHODS) + baselines.METHODS}')
   for r in config.regimes:
     check(r in reefl.REGIMES, f'regimes: unknown regime {r!r}; expected some of {reefl.REGIMES}')
   check(len(config.methods) > 0 and len(config.regimes) > 0, 'methods and regimes must be non-empty')
@@ -84,11 +85,16 @@ def validate(config) -> None:
 # ------------------------------------------------------------------ evaluation
 
 
-def make_evaluate(cfg: vit.ViTConfig, batch: int):
-  """``evaluate(params, images, labels) -> {'exit_accuracy': [...], 'ensemble_accuracy'}``."""
+def make_evaluate(cfg: vit.ViTConfig, batch: int, logits_fn=None):
+  """``evaluate(params, images, labels) -> {'exit_accuracy': [...], 'ensemble_accuracy'}``.
+
+  ``logits_fn(params, images) -> [logits per exit]``; default ReeFL's ``vit.apply``.
+  """
+  logits_fn = logits_fn or (lambda params, x: vit.apply(params, x, cfg))
+
   @jax.jit
   def counts(params, x, y, w):
-    logits = jnp.stack(vit.apply(params, x, cfg))                  # (E, B, C)
+    logits = jnp.stack(logits_fn(params, x))                       # (E, B, C)
     correct = jnp.sum((jnp.argmax(logits, -1) == y) * w, axis=1)
     ensemble = jnp.sum((jnp.argmax(jnp.sum(logits, 0), -1) == y) * w)
     return correct, ensemble
@@ -128,7 +134,7 @@ def _clients(split: dirichlet.ClientSplit, num_exits: int) -> list[reefl.ClientD
   for i, idx in enumerate(split.clients):
     padded = np.zeros(n_max, np.int32)
     padded[:len(idx)] = idx
-    out.append(reefl.ClientData(jnp.asarray(padded), jnp.int32(len(idx)), i % num_exits))
+    out.append(reefl.ClientData(jnp.asarray(padded), jnp.int32(len(idx)), i % num_exits, i))
   return out
 
 
@@ -140,25 +146,73 @@ def initial_params(config, cfg: vit.ViTConfig, key):
   return params
 
 
+def baseline_options(config) -> baselines.Options:
+  b = config.baselines
+  return baselines.Options(
+      inclusivefl_beta=b.inclusivefl_beta, feddyn_alpha=b.feddyn_alpha, feddyn_lr=b.feddyn_lr,
+      feddyn_min_lr=b.feddyn_min_lr, feddyn_weight_decay=b.feddyn_weight_decay,
+      scalefl_widths=tuple(b.scalefl_widths), scalefl_kd_weight=b.scalefl_kd_weight,
+      scalefl_temperature=b.scalefl_temperature)
+
+
+def _baseline(config, method, regime, seed, clients, programs):
+  """(alg, state, evaluate, tiers, macs) of a head-based baseline (mg.algorithms.baselines)."""
+  fl = config.fl
+  cfg = model_config(config, modulation=False)
+  if regime == 'lora':
+    cfg = cfg._replace(lora_rank=config.model.lora_rank, lora_alpha=config.model.lora_alpha)
+  params = exit_heads.init(jax.random.PRNGKey(seed), cfg)
+  if config.model.init_checkpoint:
+    from mg.models import pretrained  # pylint: disable=g-import-not-at-top
+    params = pretrained.load_backbone(config.model.init_checkpoint, params, cfg)
+  hp = early_exit.Hparams(rounds=fl.rounds, lr=fl.lr, min_lr=fl.min_lr, kd_rounds=fl.kd_rounds)
+  scope = None if programs is None else programs.setdefault('baselines', {})
+  alg, spec = baselines.build(method, cfg, params, regime=regime, batch_size=fl.batch_size,
+                              clip=fl.clip, hp=hp, options=baseline_options(config),
+                              num_clients=len(clients), programs=scope)
+  state = alg.init(params)
+  key = ('evaluate', method if method in ('inclusivefl', 'scalefl') else 'heads', cfg)
+  make = lambda: make_evaluate(cfg, config.data.eval_batch, spec.logits)
+  evaluate = make() if programs is None else programs.setdefault(key, make())
+  tiers = early_exit.tier_counts(spec.tier_tree, params, state.opt_state, cfg.num_exits, regime)
+  for t in tiers:
+    t['exit_block'] = cfg.exits[t['tier']]
+  scales = None
+  if method == 'scalefl':
+    scales = tuple(config.baselines.scalefl_widths) or scalefl.default_widths(cfg.num_exits)
+  return alg, state, evaluate, tiers, exit_heads.macs_per_exit(cfg, scales)
+
+
 def train_method(config, *, method, regime, repeat, data, clients, log, stop,
                  resume=None, save=None, programs=None):
   """Trains one (regime, method, repeat); returns its result dict."""
-  kd_mode, modulation = reefl.METHODS[method]
-  cfg = model_config(config, modulation)
-  if regime == 'lora':
-    cfg = cfg._replace(lora_rank=config.model.lora_rank, lora_alpha=config.model.lora_alpha)
   fl = config.fl
   seed = config.seed + 1000 * repeat
-  params = initial_params(config, cfg, jax.random.PRNGKey(seed))
-  local = reefl.LocalConfig(batch_size=fl.batch_size, clip=fl.clip, ema=fl.ema,
-                            temperature=fl.temperature, kd_mode=kd_mode)
-  hp = reefl.Hparams(rounds=fl.rounds, lr=fl.lr, min_lr=fl.min_lr, kd_rounds=fl.kd_rounds)
-  alg = reefl.reefl(cfg, params, regime=regime, local=local, hp=hp, name=method,
-                    programs=None if programs is None else programs.setdefault(
-                        (regime, modulation), {}))
-  state = alg.init(params)
-  evaluate = (make_evaluate(cfg, config.data.eval_batch) if programs is None else
-              programs.setdefault(('evaluate', cfg), make_evaluate(cfg, config.data.eval_batch)))
+  clients = [c._replace(tier=t) for c, t in zip(clients, baselines.client_tiers(
+      method, [c.tier for c in clients], config.model.num_exits))]
+  if method in baselines.HEAD_METHODS:
+    alg, state, evaluate, tiers, macs = _baseline(config, method, regime, seed, clients, programs)
+    saved = lambda s: (s.params, s.opt_state)
+  else:
+    kd_mode, modulation = reefl.METHODS['reefl' if method == 'reefl_maximum' else method]
+    cfg = model_config(config, modulation)
+    if regime == 'lora':
+      cfg = cfg._replace(lora_rank=config.model.lora_rank, lora_alpha=config.model.lora_alpha)
+    params = initial_params(config, cfg, jax.random.PRNGKey(seed))
+    local = reefl.LocalConfig(batch_size=fl.batch_size, clip=fl.clip, ema=fl.ema,
+                              temperature=fl.temperature, kd_mode=kd_mode)
+    hp = reefl.Hparams(rounds=fl.rounds, lr=fl.lr, min_lr=fl.min_lr, kd_rounds=fl.kd_rounds)
+    alg = reefl.reefl(cfg, params, regime=regime, local=local, hp=hp, name=method,
+                      programs=None if programs is None else programs.setdefault(
+                          (regime, modulation), {}))
+    state = alg.init(params)
+    evaluate = (make_evaluate(cfg, config.data.eval_batch) if programs is None else
+                programs.setdefault(('evaluate', cfg), make_evaluate(cfg, config.data.eval_batch)))
+    tiers = reefl.tier_param_counts(cfg, regime, params)
+    macs = vit.macs_per_exit(cfg)
+    saved = lambda s: s.params
+  lr_range = ((config.baselines.feddyn_lr, config.baselines.feddyn_min_lr)
+              if method == 'depthfl_feddyn' else (fl.lr, fl.min_lr))  # what is logged
   tag = f'{method} [{regime}]'
   images, labels, test_images, test_labels = data
 
@@ -167,8 +221,10 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
     first = resume['round'] + 1
     curve, train_time, uploaded = resume['curve'], resume['train_time'], resume['uploaded']
     teacher = {int(k): np.asarray(v) for k, v in resume['teacher'].items()}
-    restored = checkpoint_lib.restore_like(state.params, resume['params'], 'params')
-    state = state._replace(params=restored, round=jnp.int32(resume['round']))
+    restored = checkpoint_lib.restore_like(saved(state), resume['params'], 'params')
+    state = (state._replace(params=restored[0], opt_state=restored[1])
+             if isinstance(restored, tuple) else state._replace(params=restored))
+    state = state._replace(round=jnp.int32(resume['round']))
 
   def snapshot(r):
     return {'round': r, 'curve': curve, 'train_time': train_time, 'uploaded': uploaded,
@@ -178,7 +234,8 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
   with progress(fl.rounds, tag, config.progress) as bar:
     bar.update(first - 1)
     for r in range(first, fl.rounds + 1):
-      sampled = reefl.sample_clients(seed, r, len(clients), fl.clients_per_round)
+      sampled = baselines.sample_clients(method, seed, r, [c.tier for c in clients],
+                                         fl.clients_per_round)
       start = time.perf_counter()
       state, diag = reefl.train_round(alg, state, clients, images, labels, sampled,
                                       jax.random.fold_in(key, r), r)
@@ -190,10 +247,10 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
       if not diag['finite'] or not np.isfinite(diag['loss']):
         diverged = r
         break
-      record = {'loss': diag['loss'], 'lr': reefl.learning_rate(r, fl.rounds, fl.lr, fl.min_lr),
+      record = {'loss': diag['loss'], 'lr': reefl.learning_rate(r, fl.rounds, *lr_range),
                 'kd_weight': reefl.kd_weight(r, fl.kd_rounds)}
       if r % config.eval_every == 0 or r == fl.rounds:
-        ev = evaluate(state.params, test_images, test_labels)
+        ev = evaluate(alg.output(state), test_images, test_labels)
         mean = float(np.mean(ev['exit_accuracy']))
         curve.append({'round': r, 'accuracy': mean, **ev})
         record.update(accuracy_mean=mean, **ev)
@@ -201,19 +258,18 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
       bar.set_postfix({'loss': diag['loss'], **({'acc': curve[-1]['accuracy']} if curve else {})})
       bar.update(1)
       if save is not None and (r % config.checkpoint_every == 0 or stop) and r < fl.rounds:
-        save(state.params, snapshot(r))
+        save(saved(state), snapshot(r))
       if stop and r < fl.rounds:  # at the last round: finish, the method is saved as done
         raise checkpoint_lib.Interrupted(stop.signum, f'round {r} of {tag} (repeat {repeat + 1})')
 
   final = curve[-1] if curve and not diverged else None
-  tiers = reefl.tier_param_counts(cfg, regime, params)
   return {
       'method': method, 'regime': regime, 'repeat': repeat, 'diverged': diverged,
       'exit_accuracy': final['exit_accuracy'] if final else None,
       'ensemble_accuracy': final['ensemble_accuracy'] if final else None,
       'curve': curve, 'train_time_s': train_time, 'rounds': fl.rounds,
       'upload_bytes_per_round': 4.0 * float(np.mean(uploaded)) if uploaded else None,
-      'macs_per_exit': vit.macs_per_exit(cfg), 'tiers': tiers,
+      'macs_per_exit': macs, 'tiers': tiers,
       'teacher': {str(k): np.asarray(v).tolist() for k, v in sorted(teacher.items())},
   }
 

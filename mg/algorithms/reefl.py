@@ -187,6 +187,7 @@ class ClientData(NamedTuple):
   index: jax.Array   # (n_max,) int32, padded
   count: jax.Array   # () int32 number of real examples
   tier: int          # static
+  cid: int = -1      # the client's id (client state kept by id: FedDyn)
 
 
 def make_local_train(cfg: vit.ViTConfig, tier: int, local: LocalConfig, like: dict,
@@ -347,7 +348,8 @@ def train_round(alg: Algorithm, state, clients: list[ClientData], images, labels
   teacher: dict[int, np.ndarray] = {}
   for o in outputs:
     t = o.metrics['tier']
-    teacher[t] = teacher.get(t, 0) + np.asarray(o.metrics['teacher'])
+    if 'teacher' in o.metrics:
+      teacher[t] = teacher.get(t, 0) + np.asarray(o.metrics['teacher'])
   diag.update(
       loss=float(np.mean([float(o.metrics['loss']) for o in outputs])),
       uploaded=int(sum(sum(math.prod(v.shape) for v in o.tree.values()) for o in outputs)),
