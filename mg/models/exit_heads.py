@@ -69,18 +69,9 @@ def _dense(x, p, lora_scale):
   return y
 
 
-def embed(params: dict, images: jax.Array, cfg: vit.ViTConfig) -> jax.Array:
-  """Images (B, H, W, C) -> tokens (B, N + 1, width); the width from the patch kernel."""
-  if images.shape[-1] == 1 and cfg.in_chans == 3:
-    images = jnp.repeat(images, 3, axis=-1)
-  b, h, w, c = images.shape
-  p = cfg.patch_size
-  width = params['patch']['kernel'].shape[-1]
-  patches = images.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
-  patches = patches.reshape(b, (h // p) * (w // p), p * p * c)
-  x = patches @ params['patch']['kernel'].reshape(p * p * c, width) + params['patch']['bias']
-  cls = jnp.broadcast_to(params['cls'], (b, 1, width))
-  return jnp.concatenate([cls, x], axis=1) + params['pos']
+# Patches, CLS and positions as in ReeFL's ViT (images resized on the fly to the
+# model's size); the width is read from the patch kernel, so a ScaleFL slice works.
+embed = vit.embed
 
 
 def block(p: dict, x: jax.Array, cfg: vit.ViTConfig) -> jax.Array:

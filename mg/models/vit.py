@@ -181,10 +181,11 @@ def embed(params: dict, images: jax.Array, cfg: ViTConfig) -> jax.Array:
         images, (images.shape[0], cfg.image_size, cfg.image_size, images.shape[-1]), 'bilinear')
   b, h, w, c = images.shape
   p = cfg.patch_size
+  width = params['patch']['kernel'].shape[-1]  # cfg.dim, or a width slice (ScaleFL)
   patches = images.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
   patches = patches.reshape(b, (h // p) * (w // p), p * p * c)
-  x = patches @ params['patch']['kernel'].reshape(p * p * c, cfg.dim) + params['patch']['bias']
-  cls = jnp.broadcast_to(params['cls'], (b, 1, cfg.dim))
+  x = patches @ params['patch']['kernel'].reshape(p * p * c, width) + params['patch']['bias']
+  cls = jnp.broadcast_to(params['cls'], (b, 1, width))
   return jnp.concatenate([cls, x], axis=1) + params['pos']
 
 
