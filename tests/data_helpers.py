@@ -1,4 +1,4 @@
-"""Helpers shared by the data tests."""
+"""Helpers shared by the tests: small data configs and config overrides."""
 
 import ml_collections
 
@@ -10,3 +10,15 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
                 min_samples=20, max_samples=40, query_fraction=0.5)
   fields.update(overrides)
   return ml_collections.ConfigDict(fields)
+
+
+def config_with(test_config, **overrides):
+  """A type-unsafe copy of configs/test.py with ``'a.b': value`` overrides."""
+  config = ml_collections.ConfigDict(test_config.to_dict(), type_safe=False)
+  for field, value in overrides.items():
+    *parents, last = field.split('.')
+    node = config
+    for part in parents:
+      node = node[part]
+    node[last] = value
+  return config

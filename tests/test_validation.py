@@ -2,25 +2,15 @@
 
 import json
 
-import ml_collections
 import numpy as np
 import pytest
 
 from mg import config as config_lib
 from mg import data as data_lib
+from data_helpers import config_with as _config
 from mg import run as run_lib
 
 
-def _config(test_config, **overrides):
-  """A type-unsafe copy of configs/test.py with ``'a.b': value`` overrides."""
-  config = ml_collections.ConfigDict(test_config.to_dict(), type_safe=False)
-  for field, value in overrides.items():
-    *parents, last = field.split('.')
-    node = config
-    for part in parents:
-      node = node[part]
-    node[last] = value
-  return config
 
 
 @pytest.mark.parametrize('field, value, message', [

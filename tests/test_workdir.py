@@ -10,11 +10,11 @@ import subprocess
 import sys
 import time
 
-import ml_collections
 import pytest
 
 from experiments import cli
 from mg import data as data_lib
+from data_helpers import config_with as _config
 from mg import run as run_lib
 from mg import workdir as workdir_lib
 
@@ -94,17 +94,6 @@ def test_a_second_run_in_a_held_workdir_stops_with_one_line(tmp_path):
 
 
 # ------------------------------------------------------ bad workdirs, one line each
-
-
-def _config(test_config, **overrides):
-  config = ml_collections.ConfigDict(test_config.to_dict(), type_safe=False)
-  for field, value in overrides.items():
-    *parents, last = field.split('.')
-    node = config
-    for part in parents:
-      node = node[part]
-    node[last] = value
-  return config
 
 
 def _read_only(monkeypatch):

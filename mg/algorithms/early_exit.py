@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mg.algorithms import reefl
 from mg.algorithms.reefl import exit_cross_entropies
 from mg.models.tree_paths import flatten, unflatten
 
@@ -55,21 +56,13 @@ class LocalConfig(NamedTuple):
 
 
 def is_trainable(path: str, regime: str) -> bool:
-  """As :func:`mg.algorithms.reefl.is_trainable`, with the exit heads in Ree's place."""
-  if regime == 'full':
-    return True
-  if path.startswith('heads/'):
-    return True
-  if regime == 'lora':
-    return path.rsplit('/', 1)[-1] in ('lora_a', 'lora_b')
-  if regime == 'frozen':
-    return False
-  raise ValueError(f'regime {regime!r}: expected full, frozen or lora')
+  """:func:`mg.algorithms.reefl.is_trainable`, with the exit heads in Ree's place."""
+  return reefl.is_trainable(path, regime, exit_module='heads/')
 
 
 def split(flat: dict, regime: str) -> tuple[dict, dict]:
-  train = {k: v for k, v in flat.items() if is_trainable(k, regime)}
-  return train, {k: v for k, v in flat.items() if k not in train}
+  """(trainable, frozen) parameters of a flat tree (exit heads in Ree's place)."""
+  return reefl.split(flat, regime, exit_module='heads/')
 
 
 def size(flat: dict) -> int:
@@ -233,7 +226,6 @@ def algorithm(name: str, spec: Spec, template, *, regime: str, local: LocalConfi
   reads (InclusiveFL: the global and the personal layers).
   """
   from mg.algorithms import common  # pylint: disable=g-import-not-at-top
-  from mg.algorithms import reefl  # pylint: disable=g-import-not-at-top
   from mg.federated.mapping import Algorithm, ClientOutput  # pylint: disable=g-import-not-at-top
   programs = {} if programs is None else programs
   zeros: dict = {}
@@ -286,7 +278,6 @@ def algorithm(name: str, spec: Spec, template, *, regime: str, local: LocalConfi
 
 def weighted_mean_server(regime: str) -> Callable:
   """The code's ``EarlyExitFedAvg``: :func:`mg.algorithms.reefl.aggregate` per parameter."""
-  from mg.algorithms import reefl  # pylint: disable=g-import-not-at-top
 
   def server(state, uploads, outputs):
     del outputs

@@ -100,11 +100,15 @@ def learning_rate(round_: int, rounds: int, base: float, minimum: float) -> floa
 # ---------------------------------------------------------------- parameters
 
 
-def is_trainable(path: str, regime: str) -> bool:
-  """Whether a parameter trains (and is uploaded) in a regime."""
+def is_trainable(path: str, regime: str, exit_module: str = 'ree/') -> bool:
+  """Whether a parameter trains (and is uploaded) in a regime.
+
+  ``exit_module``: the path prefix of what reads the exits (Ree here; the
+  baselines' per-exit heads), which trains in every regime.
+  """
   if regime == 'full':
     return True
-  if path.startswith('ree/'):
+  if path.startswith(exit_module):
     return True
   if regime == 'lora':
     return path.rsplit('/', 1)[-1] in ('lora_a', 'lora_b')
@@ -113,9 +117,9 @@ def is_trainable(path: str, regime: str) -> bool:
   raise ValueError(f'regime {regime!r}: expected one of {REGIMES}')
 
 
-def split(flat: dict, regime: str) -> tuple[dict, dict]:
+def split(flat: dict, regime: str, exit_module: str = 'ree/') -> tuple[dict, dict]:
   """(trainable, frozen) parameters of a flat tree."""
-  train = {k: v for k, v in flat.items() if is_trainable(k, regime)}
+  train = {k: v for k, v in flat.items() if is_trainable(k, regime, exit_module)}
   return train, {k: v for k, v in flat.items() if k not in train}
 
 
