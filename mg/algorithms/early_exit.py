@@ -155,9 +155,7 @@ def make_local_train(forward: Callable, like: dict, batch_size: int, clip: float
     if trace_counts is not None:
       trace_counts[name] = trace_counts.get(name, 0) + 1
     n_max = index.shape[0]
-    slots = jnp.arange(n_max)
-    order = jnp.argsort(jnp.where(slots < count, jax.random.uniform(key, (n_max,)), 2.0))
-    steps = (count + bsz - 1) // bsz
+    order, steps = reefl.epoch_order(key, count, n_max, bsz)
     anchor = trainable
 
     def loss_fn(tr, x, y, w):

@@ -194,6 +194,17 @@ class ClientData(NamedTuple):
   cid: int = -1      # the client's id (client state kept by id: FedDyn)
 
 
+
+def epoch_order(key, count, n_max: int, batch_size: int):
+  """One shuffled epoch over a client's ``count`` real rows of ``n_max`` padded ones.
+
+  Returns ``(order, steps)``: a permutation putting the real rows first in random
+  order, and ``ceil(count / batch_size)`` batches (the last partial one kept).
+  """
+  slots = jnp.arange(n_max)
+  order = jnp.argsort(jnp.where(slots < count, jax.random.uniform(key, (n_max,)), 2.0))
+  return order, (count + batch_size - 1) // batch_size
+
 def make_local_train(cfg: vit.ViTConfig, tier: int, local: LocalConfig, like: dict,
                      regime: str, trace_counts: dict | None = None):
   """``train(trainable, frozen, images, labels, index, count, key, lr, kd_w, mode)``, jitted.
@@ -210,9 +221,7 @@ def make_local_train(cfg: vit.ViTConfig, tier: int, local: LocalConfig, like: di
     if trace_counts is not None:
       trace_counts[tier] = trace_counts.get(tier, 0) + 1
     n_max = index.shape[0]
-    slots = jnp.arange(n_max)
-    order = jnp.argsort(jnp.where(slots < count, jax.random.uniform(key, (n_max,)), 2.0))
-    steps = (count + bsz - 1) // bsz
+    order, steps = epoch_order(key, count, n_max, bsz)
 
     def loss_fn(tr, x, y, w, ema):
       params = unflatten({**tr, **frozen}, like)
