@@ -38,6 +38,10 @@ _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Folder for results; default: a fresh folder under runs/.')
 _BENCH = flags.DEFINE_bool(
     'bench', False, 'Time the batched sweep against sequential single runs instead.')
+_MEMBERS = flags.DEFINE_enum(
+    'members', 'auto', ['auto', 'vmap', 'loop'],
+    "How members are mapped: one vmapped program ('vmap') or one after another "
+    "through the single run's round ('loop'); 'auto': the measured default.")
 _BENCH_REPEATS = flags.DEFINE_integer(
     'bench_repeats', 2, 'Benchmark repetitions (the first includes compilation).')
 
@@ -58,9 +62,11 @@ def main(argv):
     config_lib.validate(config)
     members = sweep_lib.members(sweep_lib.load(_SWEEP.value), config)
     if not _BENCH.value:
-      sweep_lib.run_sweep(config, members, workdir, title=title)
+      sweep_lib.run_sweep(config, members, workdir, title=title,
+                          member_mapping=_MEMBERS.value)
       return
-    setup = runner_lib.SweepSetup(config, [m.seed for m in members])
+    setup = runner_lib.SweepSetup(config, [m.seed for m in members],
+                                  members=_MEMBERS.value)
     figures = bench_lib.bench(setup, members, repeats=_BENCH_REPEATS.value)
     serialize.atomic_write_text(os.path.join(workdir, 'bench.json'),
                                 json.dumps(dict(figures, title=title), indent=2) + '\n')

@@ -29,7 +29,8 @@ from configs import test
 from mg import sweep
 config = test.get_config()
 assert jax.device_count() == 4, jax.devices()
-out = sweep.run_sweep(config, sweep.members(json.loads(sys.argv[1]), config), sys.argv[2])
+out = sweep.run_sweep(config, sweep.members(json.loads(sys.argv[1]), config), sys.argv[2],
+                      member_mapping='vmap')
 print('ROWS=' + json.dumps(out['rows']))
 """
 
@@ -40,7 +41,12 @@ def _env(**extra):
 
 @pytest.fixture(scope='module')
 def sharded_proc(tmp_path_factory):
-  """The same sweep with its members sharded over 4 (host) devices, started early."""
+  """The same sweep vmapped, its members sharded over 4 (host) devices, started early.
+
+  The unsharded sweep of ``swept`` maps its members by ``loop`` (the XLA:CPU
+  default for a CNN), so the comparison also checks that both member mappings
+  give the same rows.
+  """
   workdir = tmp_path_factory.mktemp('sharded')
   env = _env(XLA_FLAGS='--xla_force_host_platform_device_count=4')
   proc = subprocess.Popen([sys.executable, '-c', SHARDED, json.dumps(MEMBERS), str(workdir)],
@@ -131,6 +137,15 @@ def test_sharded_sweep_equals_unsharded(swept, sharded_proc):
       np.testing.assert_allclose(got['target_accuracy'], want['target_accuracy'], atol=1e-6)
       np.testing.assert_allclose(got['target_sparsity'], want['target_sparsity'], atol=1e-5)
       np.testing.assert_allclose(got['losses'], want['losses'], rtol=1e-5)
+
+
+def test_member_mapping_default_and_refusal():
+  assert program.resolve_member_mapping('auto', 'cpu', 'cnn4') == 'loop'
+  assert program.resolve_member_mapping('auto', 'cpu', 'mlp') == 'vmap'
+  assert program.resolve_member_mapping('auto', 'gpu', 'cnn4') == 'vmap'
+  assert program.resolve_member_mapping('vmap', 'cpu', 'cnn4') == 'vmap'
+  with pytest.raises(ValueError, match="'grouped' is not one of"):
+    program.resolve_member_mapping('grouped', 'cpu', 'cnn4')
 
 
 def test_layout_groups_by_seed_and_pads_to_devices():

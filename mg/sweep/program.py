@@ -195,9 +195,45 @@ class Program(NamedTuple):
   evaluate: Any
 
 
+MEMBER_MAPPINGS = ('vmap', 'loop')
+
+
+def default_member_mapping(backend: str, model_name: str) -> str:
+  """How a sweep maps its members, measured (``experiments.sweep --bench``).
+
+  * ``vmap``: one batched program over every member. On XLA:CPU a
+    convolution over per-member weights becomes a grouped convolution (DESIGN.md
+    s.7): CNN-4 at CIFAR-10's shapes, 2 MetaGater members, 10 tasks per round,
+    spent ~4 s of CPU per member-round against ~0.7 s for a single run's round.
+  * ``loop``: the members one after another through the single run's own
+    compiled round (hyperparameters are arrays in the state, so every member
+    shares one program): a plain convolution per task, as a single run.
+
+  XLA:CPU with a convolutional model: ``loop``; otherwise (an MLP's batched
+  matmuls, GPU/TPU) ``vmap``.
+  """
+  return 'loop' if backend == 'cpu' and model_name != 'mlp' else 'vmap'
+
+
+def resolve_member_mapping(mapping_name: str, backend: str, model_name: str) -> str:
+  """``'auto'`` replaced by ``default_member_mapping``; anything else checked."""
+  if mapping_name == 'auto':
+    return default_member_mapping(backend, model_name)
+  if mapping_name not in MEMBER_MAPPINGS:
+    raise ValueError(f"sweep member mapping {mapping_name!r} is not one of "
+                     f"{('auto',) + MEMBER_MAPPINGS}")
+  return mapping_name
+
+
 def build_program(method, *, num_train: int, tasks_per_round: int,
-                  strategy: str) -> Program:
-  """The jitted sweep ``step`` and ``evaluate`` of ``method``'s members."""
+                  strategy: str, members: str = 'vmap') -> Program:
+  """The sweep ``step`` and ``evaluate`` of ``method``'s members.
+
+  ``members`` (``MEMBER_MAPPINGS``): ``vmap`` jits one program over the
+  ``(G, M)`` slots; ``loop`` runs each slot through the single-member functions
+  (the round as a single run compiles it, ``adapt + evaluate`` jitted once) and
+  stacks the results, so both return the same ``(G, M, ...)`` arrays.
+  """
   if method.algorithm is None:
     raise ValueError(f'{method.name} trains nothing of its own; it cannot be swept')
   if 'lr' not in getattr(method.adapt, 'keywords', {}):
@@ -236,11 +272,62 @@ def build_program(method, *, num_train: int, tasks_per_round: int,
     scores = over_targets(state, lr, key, t, support, query, tasks)
     return jax.tree.map(lambda a: jnp.moveaxis(a, 0, 1), scores)  # (M, targets)
 
+  if members == 'loop':
+    return _looped(member_step, jax.jit(member_evaluate))
   group_step = jax.vmap(member_step, in_axes=(0, 0, 0, None, 0, None))
   return Program(
       step=jax.jit(jax.vmap(group_step, in_axes=(0, 0, 0, 0, 0, None)),
                    donate_argnums=(0,)),
       evaluate=jax.jit(jax.vmap(group_evaluate, in_axes=(0, 0, 0, None, 0, 0))))
+
+
+def _stack_slots(outputs, shape):
+  """Per-slot outputs (row-major over ``shape``) stacked into ``shape + ...`` arrays."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs).reshape(shape + jnp.shape(xs[0])), *outputs)
+
+
+def _looped(member_step, evaluate_one) -> Program:
+  """``Program`` over the ``(G, M)`` slots by host loops over one-member functions.
+
+  ``member_step`` is traced by no outer ``jit``: its round is the single run's
+  (a ``loop`` round dispatches one compiled program per task). A group's data
+  are sliced out once per stacked array and reused across rounds.
+  """
+  slices = {}
+
+  def group(tree, g):
+    key = (id(tree), g)
+    if key not in slices:
+      if len(slices) > 64:  # keys of stacked arrays no longer in use
+        slices.clear()
+      slices[key] = (tree, jax.tree.map(lambda a: a[g], tree))
+    return slices[key][1]
+
+  def step(state, alive, diverged_round, train, train_keys, t):
+    shape = alive.shape
+    outputs = []
+    for g, m in np.ndindex(shape):
+      pick = lambda a: a[g, m]  # pylint: disable=cell-var-from-loop
+      outputs.append(member_step(jax.tree.map(pick, state), alive[g, m],
+                                 diverged_round[g, m], group(train, g), train_keys[g, m], t))
+    return _stack_slots(outputs, shape)
+
+  def evaluate(state, adapt_lr, keys, t, support, query):
+    shape = adapt_lr.shape
+    tasks = support.count.shape[1]
+    outputs = []
+    for g, m in np.ndindex(shape):
+      member = jax.tree.map(lambda a: a[g, m], state)  # pylint: disable=cell-var-from-loop
+      sup, qry = group(support, g), group(query, g)
+      outputs.extend(
+          evaluate_one(member, adapt_lr[g, m], keys[g, m], t,
+                       jax.tree.map(lambda a: a[j], sup),  # pylint: disable=cell-var-from-loop
+                       jax.tree.map(lambda a: a[j], qry),  # pylint: disable=cell-var-from-loop
+                       jnp.asarray(j, jnp.int32))
+          for j in range(tasks))
+    return _stack_slots(outputs, shape + (tasks,))
+
+  return Program(step=step, evaluate=evaluate)
 
 
 class Trace(NamedTuple):

@@ -32,8 +32,11 @@ from mg.sweep import spec as spec_lib
 class SweepSetup:
   """The data of each seed (host and, lazily, stacked on the devices)."""
 
-  def __init__(self, config, seeds: Sequence[int], devices=None, verbose=True):
+  def __init__(self, config, seeds: Sequence[int], devices=None, verbose=True,
+               members: str = 'auto'):
     self.config = config
+    self.members = program_lib.resolve_member_mapping(
+        members, jax.default_backend(), config.model.name)
     self.feds, self.partitions = {}, {}
     dataset = data_lib.load_checked(config.data, check=lambda dataset: (
         config_lib.validate_dataset(config, dataset.labels, dataset.num_classes,
@@ -99,7 +102,7 @@ def run_method(setup: SweepSetup, name: str, members: Sequence[spec_lib.Member],
   if name not in programs:
     programs[name] = program_lib.build_program(
         method, num_train=setup.num_train, tasks_per_round=config.meta.tasks_per_round,
-        strategy=setup.strategy)
+        strategy=setup.strategy, members=setup.members)
   program = programs[name]
   start_members = program_lib.init_members(method, hparams, lrs, seeds, lay,
                                            setup.shardings.members)
@@ -186,7 +189,7 @@ def member_row(trace: program_lib.Trace, slot, member: spec_lib.Member, hparams:
 
 
 def run_sweep(config, members: Sequence[spec_lib.Member], workdir: str, *,
-              title: str = 'sweep', devices=None) -> dict:
+              title: str = 'sweep', devices=None, member_mapping: str = 'auto') -> dict:
   """Runs every member of a sweep and writes the report to ``workdir``.
 
   Args:
@@ -195,13 +198,14 @@ def run_sweep(config, members: Sequence[spec_lib.Member], workdir: str, *,
     workdir: folder for ``sweep.json``, ``sweep.md`` and the plots.
     title: the report's title.
     devices: devices to shard the members over (default: all).
+    member_mapping: ``'auto'``, ``'vmap'`` or ``'loop'`` (``mg.sweep.program``).
 
   Returns:
     The contents of ``sweep.json``.
   """
   with workdir_lib.Lock(workdir):
     workdir_lib.check_layout(workdir)
-    setup = SweepSetup(config, [m.seed for m in members], devices)
+    setup = SweepSetup(config, [m.seed for m in members], devices, members=member_mapping)
     workdir_lib.write_config(workdir, config)  # accepted: its data loaded
     return _run_members(setup, members, workdir, title)
 
@@ -210,7 +214,7 @@ def _run_members(setup: SweepSetup, members, workdir: str, title: str) -> dict:
   """Every method's members, then the report (``run_sweep`` under its lock)."""
   config = setup.config
   print(f"backend {jax.default_backend()} ({len(setup.devices)} device(s)), client "
-        f"mapping '{setup.strategy}', {len(members)} members", flush=True)
+        f"mapping '{setup.strategy}', {len(members)} members ({setup.members})", flush=True)
   rows, timings = [None] * len(members), {}
   for name in dict.fromkeys(m.method for m in members):
     index = [i for i, m in enumerate(members) if m.method == name]
