@@ -53,7 +53,7 @@ def get_config(variant: str = 'full'):
   if variant == 'quick':
     config.data.num_targets = 10
     config.data.num_validation = 10
-    config.meta.rounds = 30
+    config.meta.rounds = 40
     config.meta.tasks_per_round = 10
     config.adapt.batch_size = 128
     config.eval_every = 30
