@@ -203,11 +203,15 @@ def default_member_mapping(backend: str, model_name: str) -> str:
 
   * ``vmap``: one batched program over every member. On XLA:CPU a
     convolution over per-member weights becomes a grouped convolution (DESIGN.md
-    s.7): CNN-4 at CIFAR-10's shapes, 2 MetaGater members, 10 tasks per round,
-    spent ~4 s of CPU per member-round against ~0.7 s for a single run's round.
+    s.7).
   * ``loop``: the members one after another through the single run's own
     compiled round (hyperparameters are arrays in the state, so every member
     shares one program): a plain convolution per task, as a single run.
+
+  Measured on a 2-core CPU: ``configs/cifar10.py:quick`` at 10 rounds, a sweep
+  of 2 MetaGater members (``--members=vmap`` vs ``loop``): 420 s vs 118 s of
+  sweep time (260 s vs 92 s of process CPU time, user + system); the rows
+  agree to 1e-3 (validation accuracy 0.5686 / 0.5688).
 
   XLA:CPU with a convolutional model: ``loop``; otherwise (an MLP's batched
   matmuls, GPU/TPU) ``vmap``.
