@@ -13,10 +13,12 @@ paper), 5 validation tasks and 5 target tasks. 200 rounds of 5 local steps;
 Settings: every method's own step sizes and strengths (``per_method``) were
 chosen on the validation tasks by ``configs/sweeps/mnist.py`` (9
 configurations per method, seed 0; README.md, "Results"); never on the
-targets. The ``eta`` policy (Ghadimi & Lan's nonconvex one) is kept from
-before validation tasks existed, when it was chosen from runs that looked at
-target accuracy: ``configs/sweeps/mnist.py:eta`` re-chooses it on validation
-(not yet run).
+targets. The ``eta_t`` policy (``meta.eta``, shared by the two methods it
+applies to, MetaGater and MetaGater w/o gating) was chosen by running
+``configs/sweeps/mnist.py:eta`` under each policy and taking the one with the
+higher mean of the two methods' best validation accuracies: ``convex`` 95.73
+(w/o gating 95.62, MetaGater 95.84) against ``nonconvex`` 95.06 (93.48,
+96.64); those two methods' settings are their best under ``convex``.
 
 Expected: README.md, "Results", gives what was measured with the command
 above.
@@ -57,9 +59,8 @@ def get_config(variant: str = 'testset'):
   config.meta.tasks_per_round = 5
   config.meta.local_steps = 5
   config.meta.batch_size = 32
-  # Kept from before validation tasks existed (chosen then from runs that looked
-  # at target accuracy; configs/sweeps/mnist.py:eta re-chooses it on validation).
-  config.meta.eta = 'nonconvex'
+  # Chosen on validation by configs/sweeps/mnist.py:eta (see above).
+  config.meta.eta = 'convex'
   config.eval_every = 10
   config.repeats = 3
   config.meta.compare_unaccelerated = True  # also alpha_t = 1: loss.png, curves.png
@@ -69,7 +70,8 @@ def get_config(variant: str = 'testset'):
   tuned.fedavg.local_lr, tuned.fedavg.adapt_lr = 0.1, 0.1
   tuned.perfedavg_fo.alpha, tuned.perfedavg_fo.beta = 0.03, 0.02
   tuned.perfedavg_hf.alpha, tuned.perfedavg_hf.beta = 0.03, 0.02
-  tuned.metagater_nogate.beta, tuned.metagater_nogate.adapt_lr = 2.0, 0.05
-  tuned.metagater.beta, tuned.metagater.rho = 2.0, 0.1
+  # The two methods eta_t applies to: re-chosen under the convex policy.
+  tuned.metagater_nogate.beta, tuned.metagater_nogate.adapt_lr = 0.5, 0.1
+  tuned.metagater.beta, tuned.metagater.rho = 0.5, 0.1
   tuned.metagater_unaccelerated.beta, tuned.metagater_unaccelerated.rho = 1.0, 0.03
   return config
