@@ -11,7 +11,9 @@ momentum distillation, DepthFL with FedAvg and with FedDyn, ScaleFL; see
 (``config.baselines``). The baselines replace Ree by one ``LayerNorm + Linear``
 head per exit.
 
-Measured here only as a short run (``--config.fl.rounds=30 --config.fl.kd_rounds=9
+Measured here only as a short run, before validation clients existed (all 100
+clients training, as ``--config.data.num_validation_clients=0``;
+``--config.fl.rounds=30 --config.fl.kd_rounds=9
 --config.eval_every=10``, one seed, the methods split over three processes on a
 2-core CPU at load 15-20; 27-36 min each): mean over exits at round 30 of ReeFL
 56.3%, ReeFL at full budget 57.3, ExclusiveFL 60.6, InclusiveFL 47.2 (45.7 w/o

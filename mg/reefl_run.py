@@ -5,6 +5,9 @@ The entry point (``experiments/main.py``) dispatches here for configs with
 passes explicit arguments to the library (``mg.data.dirichlet``,
 ``mg.models.vit``, ``mg.algorithms.reefl``, ``mg.reefl_report``); the paper's
 baselines (``mg.algorithms.baselines``) dispatch in :func:`train_method`.
+Every evaluation scores the global model on the validation clients
+(``data.num_validation_clients``, never trained on) exactly as on the test
+split; only validation accuracy may choose settings, the test split is reported.
 
 Long runs: a checkpoint (``mg.checkpoint.Store``) every ``checkpoint_every``
 rounds and at the end of each (regime, method, repeat), and on SIGINT/SIGTERM;
@@ -68,8 +71,15 @@ def validate(config) -> None:
   check('lora' not in config.regimes or m.lora_rank > 0,
         "regimes has 'lora' but model.lora_rank=0")
   fl = config.fl
-  check(0 < fl.clients_per_round <= config.data.num_clients,
-        f'fl.clients_per_round={fl.clients_per_round}: expected 1..data.num_clients')
+  d = config.data
+  check(isinstance(d.num_validation_clients, int)
+        and 0 <= d.num_validation_clients < d.num_clients,
+        f'data.num_validation_clients={d.num_validation_clients!r}: expected an integer in '
+        f'0..data.num_clients-1 ({d.num_clients - 1})')
+  training = d.num_clients - d.num_validation_clients
+  check(0 < fl.clients_per_round <= training,
+        f'fl.clients_per_round={fl.clients_per_round}: expected 1..{training} (the '
+        'training clients: data.num_clients - data.num_validation_clients)')
   for field in ('rounds', 'batch_size'):
     check(isinstance(fl[field], int) and fl[field] > 0, f'fl.{field}: expected an integer > 0')
   check(fl.kd_rounds > 0 and fl.lr > 0, 'fl.kd_rounds and fl.lr must be > 0')
@@ -138,6 +148,36 @@ def _clients(split: dirichlet.ClientSplit, num_exits: int) -> list[reefl.ClientD
   return out
 
 
+def load_data(config):
+  """``(split, data, clients)`` of ``config.data`` at ``config.seed``.
+
+  ``data`` = (training images, labels, test images, labels, validation images,
+  labels) on the device; ``clients`` the training clients (``reefl.ClientData``).
+  """
+  d = config.data
+  split = dirichlet.client_split(
+      name=d.name, source=d.source, folder=d.dir, split=d.split, test=d.test,
+      test_fraction=d.test_fraction, num_clients=d.num_clients, alpha=d.alpha,
+      seed=config.seed, num_validation_clients=d.num_validation_clients)
+  data = tuple(jnp.asarray(a) for a in (split.train_images, split.train_labels,
+                                        split.test_images, split.test_labels,
+                                        *split.validation_set()))
+  return split, data, _clients(split, config.model.num_exits)
+
+
+def describe(split: dirichlet.ClientSplit, alpha: float) -> dict:
+  """The partition's figures for ``results.json`` (``clients``: the training clients)."""
+  sizes = np.array([len(c) for c in split.clients])
+  return {'clients': len(split.clients), 'alpha': float(alpha),
+          'validation_clients': len(split.validation),
+          'train_images': int(sizes.sum()),
+          'validation_images': int(sum(len(c) for c in split.validation)),
+          'test_images': int(len(split.test_labels)),
+          'client_size_min': int(sizes.min()), 'client_size_max': int(sizes.max()),
+          'classes_per_client_mean': float(np.mean(
+              [len(np.unique(split.train_labels[c])) for c in split.clients]))}
+
+
 def initial_params(config, cfg: vit.ViTConfig, key):
   params = _init(key, cfg)
   if config.model.init_checkpoint:
@@ -183,6 +223,22 @@ def _baseline(config, method, regime, seed, clients, programs):
   return alg, state, evaluate, tiers, exit_heads.macs_per_exit(cfg, scales)
 
 
+def evaluation(evaluate, params, test, validation) -> dict:
+  """One evaluation: the test split and the validation clients scored alike.
+
+  Returns ``{accuracy, exit_accuracy, ensemble_accuracy}`` on the test split and
+  the same keys with ``validation_`` on the validation clients (None without them);
+  ``accuracy`` is the mean over exits.
+  """
+  out = {}
+  for prefix, (images, labels) in (('', test), ('validation_', validation)):
+    ev = evaluate(params, images, labels) if len(labels) else None
+    out[prefix + 'accuracy'] = float(np.mean(ev['exit_accuracy'])) if ev else None
+    out[prefix + 'exit_accuracy'] = ev['exit_accuracy'] if ev else None
+    out[prefix + 'ensemble_accuracy'] = ev['ensemble_accuracy'] if ev else None
+  return out
+
+
 def train_method(config, *, method, regime, repeat, data, clients, log, stop,
                  resume=None, save=None, programs=None):
   """Trains one (regime, method, repeat); returns its result dict."""
@@ -214,7 +270,7 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
   lr_range = ((config.baselines.feddyn_lr, config.baselines.feddyn_min_lr)
               if method == 'depthfl_feddyn' else (fl.lr, fl.min_lr))  # what is logged
   tag = f'{method} [{regime}]'
-  images, labels, test_images, test_labels = data
+  images, labels, test_images, test_labels, val_images, val_labels = data
 
   first, curve, teacher, train_time, uploaded, diverged = 1, [], {}, 0.0, [], None
   if resume is not None:
@@ -250,10 +306,11 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
       record = {'loss': diag['loss'], 'lr': reefl.learning_rate(r, fl.rounds, *lr_range),
                 'kd_weight': reefl.kd_weight(r, fl.kd_rounds)}
       if r % config.eval_every == 0 or r == fl.rounds:
-        ev = evaluate(alg.output(state), test_images, test_labels)
-        mean = float(np.mean(ev['exit_accuracy']))
-        curve.append({'round': r, 'accuracy': mean, **ev})
-        record.update(accuracy_mean=mean, **ev)
+        point = evaluation(evaluate, alg.output(state), (test_images, test_labels),
+                           (val_images, val_labels))
+        curve.append({'round': r, **point})
+        means = {'accuracy': 'accuracy_mean', 'validation_accuracy': 'validation_accuracy_mean'}
+        record.update({means.get(k, k): v for k, v in point.items()})
       log.write(tag if regime != 'full' else method, r, repeat=repeat, regime=regime, **record)
       bar.set_postfix({'loss': diag['loss'], **({'acc': curve[-1]['accuracy']} if curve else {})})
       bar.update(1)
@@ -267,6 +324,8 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
       'method': method, 'regime': regime, 'repeat': repeat, 'diverged': diverged,
       'exit_accuracy': final['exit_accuracy'] if final else None,
       'ensemble_accuracy': final['ensemble_accuracy'] if final else None,
+      'validation_exit_accuracy': final['validation_exit_accuracy'] if final else None,
+      'validation_ensemble_accuracy': final['validation_ensemble_accuracy'] if final else None,
       'curve': curve, 'train_time_s': train_time, 'rounds': fl.rounds,
       'upload_bytes_per_round': 4.0 * float(np.mean(uploaded)) if uploaded else None,
       'macs_per_exit': macs, 'tiers': tiers,
@@ -297,25 +356,12 @@ def _run_locked(config, workdir: str) -> dict:
         raise ConfigError(f'{workdir} holds a run of another config; choose another '
                           '--workdir or pass --config.resume=False')
 
-  d = config.data
   start = time.perf_counter()
-  split = dirichlet.client_split(
-      name=d.name, source=d.source, folder=d.dir, split=d.split, test=d.test,
-      test_fraction=d.test_fraction, num_clients=d.num_clients, alpha=d.alpha,
-      seed=config.seed)
-  data = (jnp.asarray(split.train_images), jnp.asarray(split.train_labels),
-          jnp.asarray(split.test_images), jnp.asarray(split.test_labels))
-  clients = _clients(split, config.model.num_exits)
+  split, data, clients = load_data(config)
   if os.path.isdir(store_dir) and not config.resume:  # accepted: start over
     shutil.rmtree(store_dir)
   atomic_write_text(config_path, config_json)
-  sizes = np.array([len(c) for c in split.clients])
-  partition = {'clients': int(d.num_clients), 'alpha': float(d.alpha),
-               'train_images': int(len(split.train_labels)),
-               'test_images': int(len(split.test_labels)),
-               'client_size_min': int(sizes.min()), 'client_size_max': int(sizes.max()),
-               'classes_per_client_mean': float(np.mean(
-                   [len(np.unique(split.train_labels[c])) for c in split.clients]))}
+  partition = describe(split, config.data.alpha)
 
   store = checkpoint_lib.Store(store_dir, config.keep_checkpoints)
   done: dict[str, dict] = {}
