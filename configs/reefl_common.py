@@ -6,6 +6,9 @@ Sections:
   model: the ViT backbone, its exits, Ree and LoRA (mg.models.vit, mg.models.ree).
   fl:    the federated loop: rounds, sampled clients, local SGD and the KD ramp.
   baselines: the paper's baselines' own settings (the public code's values).
+  per_method: each method's own learning rate, KD ramp length, KD weight (None: the
+         shared fl.* / baselines.* value; mg.reefl_methods), so every method can run at
+         its own settings, chosen on the validation clients (configs/sweeps/reefl_*.py).
 
 Defaults are the public code's (royson/reefl, configs/reeFL/): 100 clients by
 Dirichlet(1.0), 10 per round, SGD 0.05 -> 0.001 cosine, clip by value 1,
@@ -23,6 +26,17 @@ from ml_collections import config_dict
 METHODS = ('reefl', 'reefl_lastkd', 'reefl_nokd', 'reefl_nomod')
 BASELINES = ('reefl_maximum', 'exclusivefl', 'inclusivefl', 'inclusivefl_nomd', 'depthfl',
              'depthfl_feddyn', 'scalefl')
+# Each method's own settings (config.per_method.<method>.<name>; mg.reefl_methods.SHARED):
+# the cosine schedule's ends, the KD ramp's length where a ramp weighs a KD term,
+# ScaleFL's constant KD weight and temperature.
+_SCHEDULE = ('lr', 'min_lr')
+_RAMP = _SCHEDULE + ('kd_rounds',)
+PER_METHOD = {
+    'reefl': _RAMP, 'reefl_lastkd': _RAMP, 'reefl_nokd': _SCHEDULE, 'reefl_nomod': _RAMP,
+    'reefl_maximum': _RAMP, 'exclusivefl': _SCHEDULE, 'inclusivefl': _SCHEDULE,
+    'inclusivefl_nomd': _SCHEDULE, 'depthfl': _RAMP, 'depthfl_feddyn': _RAMP,
+    'scalefl': _SCHEDULE + ('kd_weight', 'temperature'),
+}
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -93,4 +107,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.baselines.scalefl_widths = ()         # (): the code's list for 4 or 12 exits
   config.baselines.scalefl_kd_weight = 0.05
   config.baselines.scalefl_temperature = 3.0
+
+  # Per-method values of the fields above; None falls back to the shared field
+  # (lr, min_lr: fl.* (depthfl_feddyn: baselines.feddyn_*); kd_rounds: fl.kd_rounds;
+  # ScaleFL's kd_weight, temperature: baselines.scalefl_*).
+  config.per_method = ml_collections.ConfigDict()
+  for method, fields in PER_METHOD.items():
+    config.per_method[method] = ml_collections.ConfigDict(
+        {field: config_dict.placeholder(float) for field in fields})
   return config

@@ -9,11 +9,12 @@ from scratch (patch 2 -> 16 tokens, width 32, 4 blocks, 4 heads) with an exit
 after every block (4 exits, 4 budget tiers); Ree at the code's widths.
 
 Expected (measured before validation clients existed, i.e. with
-``--config.data.num_validation_clients=0``: all 100 clients training; 2-core x86-64 CPU shared with other
-jobs at load average 8-18, 17 min 38 s wall-clock, most of it compiling under
-that load): accuracy on the 359 held-out digits after 200 rounds, mean over the
-4 exits (exits 1-4; ensemble): ReeFL 68.7 (70.5 / 68.3 / 68.8 / 67.1; 68.8),
-last-exit KD 68.9, w/o KD 68.4, w/o modulation 73.3 (69.6 / 73.3 / 75.2 / 74.9).
+``--config.data.num_validation_clients=0``: all 100 clients training; 2-core
+x86-64 CPU shared with other jobs at load average 8-18, 17 min 38 s wall-clock,
+most of it compiling under that load): accuracy on the 359 held-out digits after
+200 rounds, mean over the 4 exits (exits 1-4; ensemble): ReeFL 68.7 (70.5 / 68.3
+/ 68.8 / 67.1; 68.8), last-exit KD 68.9, w/o KD 68.4, w/o modulation 73.3 (69.6 /
+73.3 / 75.2 / 74.9).
 One seed and 359 test images (one image = 0.28 points); seed-to-seed spread
 was not measured, so the ordering of the methods is not established.
 """

@@ -4,10 +4,11 @@ The entry point (``experiments/main.py``) dispatches here for configs with
 ``system='reefl'`` (``configs/reefl_*.py``). This module reads the config and
 passes explicit arguments to the library (``mg.data.dirichlet``,
 ``mg.models.vit``, ``mg.algorithms.reefl``, ``mg.reefl_report``); the paper's
-baselines (``mg.algorithms.baselines``) dispatch in :func:`train_method`.
-Every evaluation scores the global model on the validation clients
-(``data.num_validation_clients``, never trained on) exactly as on the test
-split; only validation accuracy may choose settings, the test split is reported.
+baselines (``mg.algorithms.baselines``) dispatch in :func:`train_method`,
+each at its own settings (``mg.reefl_methods``). Every evaluation scores the
+global model on the validation clients (``data.num_validation_clients``, never
+trained on) exactly as on the test split; only validation accuracy may choose
+settings (``mg.reefl_sweep``), the test split is reported.
 
 Long runs: a checkpoint (``mg.checkpoint.Store``) every ``checkpoint_every``
 rounds and at the end of each (regime, method, repeat), and on SIGINT/SIGTERM;
@@ -28,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mg import checkpoint as checkpoint_lib
+from mg import reefl_methods
 from mg import reefl_report
 from mg import workdir as workdir_lib
 from mg.algorithms import baselines, early_exit, reefl, scalefl
@@ -84,6 +86,10 @@ def validate(config) -> None:
     check(isinstance(fl[field], int) and fl[field] > 0, f'fl.{field}: expected an integer > 0')
   check(fl.kd_rounds > 0 and fl.lr > 0, 'fl.kd_rounds and fl.lr must be > 0')
   check(config.repeats > 0 and config.eval_every > 0, 'repeats and eval_every must be > 0')
+  for method in config.methods:
+    for key, value in reefl_methods.settings(method, config).items():
+      field = ' or '.join(reefl_methods.reads(method, key))
+      check(value > 0, f'{field}={value!r}: {method} needs a {key} > 0')
   check(config.data.test in ('official', 'holdout'), "data.test: expected 'official' or 'holdout'")
   from mg.data.specs import SPECS  # pylint: disable=g-import-not-at-top
   check(config.data.name in SPECS, f'data.name={config.data.name!r}: expected one of {tuple(SPECS)}')
@@ -186,13 +192,28 @@ def initial_params(config, cfg: vit.ViTConfig, key):
   return params
 
 
-def baseline_options(config) -> baselines.Options:
+def baseline_options(config, method: str | None = None) -> baselines.Options:
+  """The baselines' options; with ``method``, at that method's own settings."""
   b = config.baselines
-  return baselines.Options(
+  options = baselines.Options(
       inclusivefl_beta=b.inclusivefl_beta, feddyn_alpha=b.feddyn_alpha, feddyn_lr=b.feddyn_lr,
       feddyn_min_lr=b.feddyn_min_lr, feddyn_weight_decay=b.feddyn_weight_decay,
       scalefl_widths=tuple(b.scalefl_widths), scalefl_kd_weight=b.scalefl_kd_weight,
       scalefl_temperature=b.scalefl_temperature)
+  if method == 'depthfl_feddyn':
+    s = reefl_methods.settings(method, config)
+    options = options._replace(feddyn_lr=s['lr'], feddyn_min_lr=s['min_lr'])
+  elif method == 'scalefl':
+    s = reefl_methods.settings(method, config)
+    options = options._replace(scalefl_kd_weight=s['kd_weight'],
+                               scalefl_temperature=s['temperature'])
+  return options
+
+
+def schedule(config, method: str):
+  """``(lr, min_lr, kd_rounds)`` of ``method``'s rounds (its own settings, else shared)."""
+  s = reefl_methods.settings(method, config)
+  return s['lr'], s['min_lr'], s.get('kd_rounds', config.fl.kd_rounds)
 
 
 def _baseline(config, method, regime, seed, clients, programs):
@@ -205,10 +226,11 @@ def _baseline(config, method, regime, seed, clients, programs):
   if config.model.init_checkpoint:
     from mg.models import pretrained  # pylint: disable=g-import-not-at-top
     params = pretrained.load_backbone(config.model.init_checkpoint, params, cfg)
-  hp = early_exit.Hparams(rounds=fl.rounds, lr=fl.lr, min_lr=fl.min_lr, kd_rounds=fl.kd_rounds)
+  lr, min_lr, kd_rounds = schedule(config, method)
+  hp = early_exit.Hparams(rounds=fl.rounds, lr=lr, min_lr=min_lr, kd_rounds=kd_rounds)
   scope = None if programs is None else programs.setdefault('baselines', {})
   alg, spec = baselines.build(method, cfg, params, regime=regime, batch_size=fl.batch_size,
-                              clip=fl.clip, hp=hp, options=baseline_options(config),
+                              clip=fl.clip, hp=hp, options=baseline_options(config, method),
                               num_clients=len(clients), programs=scope)
   state = alg.init(params)
   key = ('evaluate', method if method in ('inclusivefl', 'scalefl') else 'heads', cfg)
@@ -244,6 +266,7 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
   """Trains one (regime, method, repeat); returns its result dict."""
   fl = config.fl
   seed = config.seed + 1000 * repeat
+  lr, min_lr, kd_rounds = schedule(config, method)
   clients = [c._replace(tier=t) for c, t in zip(clients, baselines.client_tiers(
       method, [c.tier for c in clients], config.model.num_exits))]
   if method in baselines.HEAD_METHODS:
@@ -257,7 +280,7 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
     params = initial_params(config, cfg, jax.random.PRNGKey(seed))
     local = reefl.LocalConfig(batch_size=fl.batch_size, clip=fl.clip, ema=fl.ema,
                               temperature=fl.temperature, kd_mode=kd_mode)
-    hp = reefl.Hparams(rounds=fl.rounds, lr=fl.lr, min_lr=fl.min_lr, kd_rounds=fl.kd_rounds)
+    hp = reefl.Hparams(rounds=fl.rounds, lr=lr, min_lr=min_lr, kd_rounds=kd_rounds)
     alg = reefl.reefl(cfg, params, regime=regime, local=local, hp=hp, name=method,
                       programs=None if programs is None else programs.setdefault(
                           (regime, modulation), {}))
@@ -267,8 +290,6 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
     tiers = reefl.tier_param_counts(cfg, regime, params)
     macs = vit.macs_per_exit(cfg)
     saved = lambda s: s.params
-  lr_range = ((config.baselines.feddyn_lr, config.baselines.feddyn_min_lr)
-              if method == 'depthfl_feddyn' else (fl.lr, fl.min_lr))  # what is logged
   tag = f'{method} [{regime}]'
   images, labels, test_images, test_labels, val_images, val_labels = data
 
@@ -303,8 +324,8 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
       if not diag['finite'] or not np.isfinite(diag['loss']):
         diverged = r
         break
-      record = {'loss': diag['loss'], 'lr': reefl.learning_rate(r, fl.rounds, *lr_range),
-                'kd_weight': reefl.kd_weight(r, fl.kd_rounds)}
+      record = {'loss': diag['loss'], 'lr': reefl.learning_rate(r, fl.rounds, lr, min_lr),
+                'kd_weight': reefl.kd_weight(r, kd_rounds)}
       if r % config.eval_every == 0 or r == fl.rounds:
         point = evaluation(evaluate, alg.output(state), (test_images, test_labels),
                            (val_images, val_labels))
