@@ -137,6 +137,7 @@ def make_evaluate(cfg: vit.ViTConfig, batch: int, logits_fn=None):
 
 
 _init = jax.jit(vit.init, static_argnums=1)
+_heads_init = jax.jit(exit_heads.init, static_argnums=1)  # one program, not one per op
 
 
 def _numbered(leaves: list) -> dict:
@@ -222,7 +223,7 @@ def _baseline(config, method, regime, seed, clients, programs):
   cfg = model_config(config, modulation=False)
   if regime == 'lora':
     cfg = cfg._replace(lora_rank=config.model.lora_rank, lora_alpha=config.model.lora_alpha)
-  params = exit_heads.init(jax.random.PRNGKey(seed), cfg)
+  params = _heads_init(jax.random.PRNGKey(seed), cfg)
   if config.model.init_checkpoint:
     from mg.models import pretrained  # pylint: disable=g-import-not-at-top
     params = pretrained.load_backbone(config.model.init_checkpoint, params, cfg)
@@ -354,8 +355,11 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
   }
 
 
-def run(config, workdir: str) -> dict:
+def run(config, workdir: str, programs: dict | None = None) -> dict:
   """Runs every (regime, method, repeat) of ``config``; writes the outputs to ``workdir``.
+
+  ``programs``: compiled per-tier programs and evaluations to share (default:
+  this run's own; methods with one model share them either way).
 
   The workdir is held for the whole run (``mg.workdir.Lock``: a second run on it
   stops with one line), and ``config.json`` is written, or the old checkpoints
@@ -363,10 +367,10 @@ def run(config, workdir: str) -> dict:
   """
   validate(config)
   with workdir_lib.Lock(workdir):
-    return _run_locked(config, workdir)
+    return _run_locked(config, workdir, {} if programs is None else programs)
 
 
-def _run_locked(config, workdir: str) -> dict:
+def _run_locked(config, workdir: str, programs: dict) -> dict:
   workdir_lib.check_layout(workdir)
   config_json = json.dumps(to_jsonable(config.to_dict()), sort_keys=True, indent=1)
   config_path = os.path.join(workdir, 'config.json')
@@ -396,7 +400,6 @@ def _run_locked(config, workdir: str) -> dict:
       current['params'] = [saved[k] for k in sorted(saved)]
 
   results = []
-  programs: dict = {}  # compiled per-tier programs, shared by methods with one model
   with checkpoint_lib.StopRequest() as stop, MetricsLog(workdir) as log:
     for regime in config.regimes:
       for method in config.methods:
