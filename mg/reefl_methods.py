@@ -15,6 +15,8 @@ methods and sweep members that differ only in them share the programs.
 
 from __future__ import annotations
 
+from mg import per_method
+
 _SCHEDULE = {'lr': 'fl.lr', 'min_lr': 'fl.min_lr'}     # the cosine schedule's ends
 _RAMP = dict(_SCHEDULE, kd_rounds='fl.kd_rounds')       # + the KD ramp's length R_kd
 
@@ -38,21 +40,9 @@ SHARED = {
 }
 
 
-def _field(config, path: str):
-  value = config
-  for part in path.split('.'):
-    value = value[part]
-  return value
-
-
 def settings(method: str, config) -> dict:
   """``{name: value}`` of the settings ``method`` runs with under ``config``."""
-  own = config.get('per_method', {}).get(method, {})
-  out = {}
-  for key, shared in SHARED[method].items():
-    value = own.get(key) if hasattr(own, 'get') else None
-    out[key] = float(_field(config, shared) if value is None else value)
-  return out
+  return per_method.resolve(method, SHARED[method], config)
 
 
 def reads(method: str, key: str) -> tuple[str, str]:
