@@ -108,8 +108,18 @@ def _pct(value) -> str:
   return '—' if value is None else f'{100 * value:.2f}'
 
 
-def markdown(rows: Sequence[dict], best: dict, title: str) -> str:
-  """``sweep.md``: the best configuration per method, then every member."""
+def overrides(method: str, hparams: dict, fields: Sequence[str]) -> dict:
+  """``{per_method field: value}`` of ``method``'s settings that the sweep varied."""
+  return {f'per_method.{method}.{key}': hparams[f'per_method.{method}.{key}']
+          for key, shared in reefl_methods.SHARED[method].items()
+          if f'per_method.{method}.{key}' in fields or shared in fields}
+
+
+def markdown(rows: Sequence[dict], best: dict, title: str, fields: Sequence[str]) -> str:
+  """``sweep.md``: the best configuration per method, then every member.
+
+  ``fields``: the swept fields; the overrides that run a best configuration set them.
+  """
   tried: dict = {}
   for r in rows:
     tried.setdefault(r['method'], set()).add(results_lib.configuration(r))
@@ -129,7 +139,8 @@ def markdown(rows: Sequence[dict], best: dict, title: str) -> str:
         + f" | {len(b['seeds'])} | {_pct(b['validation_accuracy_mean'])} ± "
         f"{_pct(b['validation_accuracy_std'])} | {_pct(b['accuracy_mean'])} ± "
         f"{_pct(b['accuracy_std'])} | "
-        + ' '.join(f'`--config.{k}={v:g}`' for k, v in own.items()) + ' |')
+        + ' '.join(f'`--config.{k}={v:g}`'
+                   for k, v in overrides(method, b['hparams'], fields).items()) + ' |')
   lines += ['', '## Every member', '',
             '| Member | Validation, mean (%) | Validation per exit (%) | Test, mean (%) '
             '| Test per exit (%) | Train time (s) |', '|---|---:|---|---:|---|---:|']
@@ -159,7 +170,7 @@ def write(workdir: str, rows: Sequence[dict], fields: Sequence[str], *, title: s
   doc = dict(extra, title=title, fields=list(fields), best=best, rows=list(rows))
   atomic_write_text(os.path.join(workdir, 'sweep.json'),
                     json.dumps(to_jsonable(doc), indent=2, allow_nan=False) + '\n')
-  text = markdown(rows, best, title)
+  text = markdown(rows, best, title, fields)
   atomic_write_text(os.path.join(workdir, 'sweep.md'), text)
   return doc, text
 
