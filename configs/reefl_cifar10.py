@@ -12,6 +12,8 @@ block (4 exits / 4 tiers); Ree at the code's widths; the code's local training
 (SGD 0.05 -> 0.001 cosine, clip 1, batches of 32, one epoch = 16 steps), KD
 ramp over 30% of the rounds; linear weights N(0, 1/d_in) (from scratch).
 No data augmentation (the code's RandomResizedCrop/flip at 224 px is for DeiT).
+Settings: the code's, not tuned (``configs/sweeps/reefl_cifar10.py`` would tune
+each method's learning rate on the validation clients; not run here).
 
 Expected: the full config (300 rounds, four methods) was not run here. Measured
 before validation clients existed (all 100 clients training, as

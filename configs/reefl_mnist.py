@@ -14,7 +14,9 @@ heads, exits after blocks 2, 4, 6, 8; Ree at the code's widths (attention 16
 over 8 heads, FFN 1.35). The code's local training (SGD 0.05 -> 0.001 cosine,
 clip 1, batches of 32, one epoch) with the KD ramp over 30% of the rounds (the
 code: 300 of 1,000). Linear weights N(0, 1/d_in) instead of the code's
-N(0, 0.02^2), which keeps plain SGD on a small ViT at chance.
+N(0, 0.02^2), which keeps plain SGD on a small ViT at chance. Settings: the
+code's, not tuned (``configs/sweeps/reefl_mnist.py:ablations`` tunes the learning
+rates on the validation clients).
 
 Expected (measured before validation clients existed, i.e. with
 ``--config.data.num_validation_clients=0``: all 100 clients training; 2-core
