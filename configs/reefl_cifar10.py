@@ -4,16 +4,20 @@ r"""ReeFL on the real CIFAR-10: a small ViT from scratch on a 2-core CPU.
       --config.data.dir=/work/data/cifar10
 
 The official 50,000 training images over 100 clients by Dirichlet(1.0) (500
-each, the code's equal-size LDA), 10 per round, client i in tier i mod 4; the
+each, the code's equal-size LDA), 10 of them validation clients (never trained
+on) and 90 training, 10 per round, training client i in tier i mod 4; the
 official 10,000 test images as the global test split. ViT from scratch: 32x32,
 patch 8 (16 patches + CLS), width 64, 4 blocks of 4 heads, an exit after every
 block (4 exits / 4 tiers); Ree at the code's widths; the code's local training
 (SGD 0.05 -> 0.001 cosine, clip 1, batches of 32, one epoch = 16 steps), KD
 ramp over 30% of the rounds; linear weights N(0, 1/d_in) (from scratch).
 No data augmentation (the code's RandomResizedCrop/flip at 224 px is for DeiT).
+Settings: the code's, not tuned (``configs/sweeps/reefl_cifar10.py`` would tune
+each method's learning rate on the validation clients; not run here).
 
 Expected: the full config (300 rounds, four methods) was not run here. Measured
-(2-core CPU shared with other jobs, load 10-25), shortened by overrides:
+before validation clients existed (all 100 clients training, as
+``--config.data.num_validation_clients=0``; 2-core CPU shared with other jobs, load 10-25), shortened by overrides:
 ``--config.fl.rounds=100 --config.fl.kd_rounds=30.0
 --config.methods='("reefl","reefl_nokd")'``: mean over exits ReeFL 38.2
 (37.96 / 38.63 / 38.43 / 37.71; ensemble 38.5), w/o KD 38.2, 52 min 10 s for

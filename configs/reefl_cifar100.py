@@ -8,8 +8,9 @@ The paper's and the public code's CIFAR-100 experiment
 (``configs/reeFL/dataset/cifar100.yaml`` + ``accumulator/reeFL.yaml``): DeiT-S
 (width 384, 12 blocks, 6 heads, patch 16, 224x224), E = 4 (default) or 12
 exits and tiers, 100 clients by Dirichlet(1.0) over the 50,000 training
-images, 10 per round, 1,000 rounds, global evaluation on the official test
-split; frozen backbone (the code's default ``freeze_base_model: True``),
+images (here 10 of them validation clients, never trained on, as every ReeFL
+config; ``--config.data.num_validation_clients=0`` trains all 100 as the code),
+10 per round, 1,000 rounds, global evaluation on the official test split; frozen backbone (the code's default ``freeze_base_model: True``),
 ``full`` and ``lora`` (rank 32, alpha 64) as the other regimes. Ree keeps 13
 position slots (``12 + 1``) and the code's 0.02 init. The 32x32 images are
 resized bilinearly to 224x224 on the fly (the code's test-time ``Resize``); the

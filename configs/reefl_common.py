@@ -1,14 +1,23 @@
 """Fields shared by every ReeFL config (``system='reefl'``); each config changes a few.
 
 Sections:
-  data:  the images, the global test split and the Dirichlet partition over clients.
+  data:  the images, the global test split, the Dirichlet partition over clients and
+         the validation clients among them.
   model: the ViT backbone, its exits, Ree and LoRA (mg.models.vit, mg.models.ree).
   fl:    the federated loop: rounds, sampled clients, local SGD and the KD ramp.
+  baselines: the paper's baselines' own settings (the public code's values).
+  per_method: each method's own learning rate, KD ramp length, KD weight (None: the
+         shared fl.* / baselines.* value; mg.reefl_methods), so every method can run at
+         its own settings, chosen on the validation clients (configs/sweeps/reefl_*.py).
 
 Defaults are the public code's (royson/reefl, configs/reeFL/): 100 clients by
 Dirichlet(1.0), 10 per round, SGD 0.05 -> 0.001 cosine, clip by value 1,
 batches of 32, one local epoch, KD ramp over 300 rounds, Ree with attention
-width 16 over 8 heads and FFN ratio 1.35, LoRA rank 32 and alpha 64.
+width 16 over 8 heads and FFN ratio 1.35, LoRA rank 32 and alpha 64. Not the
+code's: 10 of the 100 clients are validation clients (never trained on; every
+evaluation also scores them, and sweeps choose settings on them, never on the
+test split), so 90 clients train; ``--config.data.num_validation_clients=0``
+restores the code's 100 training clients (the same partition and tiers).
 """
 
 import ml_collections
@@ -17,6 +26,17 @@ from ml_collections import config_dict
 METHODS = ('reefl', 'reefl_lastkd', 'reefl_nokd', 'reefl_nomod')
 BASELINES = ('reefl_maximum', 'exclusivefl', 'inclusivefl', 'inclusivefl_nomd', 'depthfl',
              'depthfl_feddyn', 'scalefl')
+# Each method's own settings (config.per_method.<method>.<name>; mg.reefl_methods.SHARED):
+# the cosine schedule's ends, the KD ramp's length where a ramp weighs a KD term,
+# ScaleFL's constant KD weight and temperature.
+_SCHEDULE = ('lr', 'min_lr')
+_RAMP = _SCHEDULE + ('kd_rounds',)
+PER_METHOD = {
+    'reefl': _RAMP, 'reefl_lastkd': _RAMP, 'reefl_nokd': _SCHEDULE, 'reefl_nomod': _RAMP,
+    'reefl_maximum': _RAMP, 'exclusivefl': _SCHEDULE, 'inclusivefl': _SCHEDULE,
+    'inclusivefl_nomd': _SCHEDULE, 'depthfl': _RAMP, 'depthfl_feddyn': _RAMP,
+    'scalefl': _SCHEDULE + ('kd_weight', 'temperature'),
+}
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -26,7 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.repeats = 1
   config.methods = METHODS
   config.regimes = ('full',)    # full | frozen | lora
-  config.eval_every = 10        # rounds between global-test evaluations
+  config.eval_every = 10        # rounds between evaluations (validation and test)
   config.progress = True
   config.checkpoint_every = 10
   config.keep_checkpoints = 2
@@ -39,7 +59,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.split = 'train'   # the images the clients share
   config.data.test = 'official' # official (the test split) | holdout (of data.split)
   config.data.test_fraction = 0.2
-  config.data.num_clients = 100
+  config.data.num_clients = 100  # the partition's clients, validation clients included
+  config.data.num_validation_clients = 10  # of num_clients: never trained on (tuning)
   config.data.alpha = 1.0       # Dirichlet concentration of each client's class mix
   config.data.eval_batch = 500
 
@@ -86,4 +107,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.baselines.scalefl_widths = ()         # (): the code's list for 4 or 12 exits
   config.baselines.scalefl_kd_weight = 0.05
   config.baselines.scalefl_temperature = 3.0
+
+  # Per-method values of the fields above; None falls back to the shared field
+  # (lr, min_lr: fl.* (depthfl_feddyn: baselines.feddyn_*); kd_rounds: fl.kd_rounds;
+  # ScaleFL's kd_weight, temperature: baselines.scalefl_*).
+  config.per_method = ml_collections.ConfigDict()
+  for method, fields in PER_METHOD.items():
+    config.per_method[method] = ml_collections.ConfigDict(
+        {field: config_dict.placeholder(float) for field in fields})
   return config

@@ -2,9 +2,10 @@ r"""A tiny ReeFL run of the four methods for the tests: seconds.
 
   python -m experiments.main --config=configs/reefl_test.py --workdir=/tmp/reefl-test
 
-Digits (8x8), 8 clients by Dirichlet(1.0), 4 per round, a ViT of 2 blocks of
-width 16 with 2 exits, 2 rounds. It checks that the whole pipeline runs and
-writes its outputs; its accuracies mean nothing.
+Digits (8x8), 10 clients by Dirichlet(1.0), 2 of them validation clients (8
+train, 4 per round), a ViT of 2 blocks of width 16 with 2 exits, 2 rounds. It
+checks that the whole pipeline runs and writes its outputs; its accuracies mean
+nothing.
 """
 
 from configs import reefl_common
@@ -17,7 +18,8 @@ def get_config():
   config.data.split = 'all'
   config.data.test = 'holdout'
   config.data.test_fraction = 0.5
-  config.data.num_clients = 8
+  config.data.num_clients = 10   # 2 validation clients, 8 train
+  config.data.num_validation_clients = 2
   config.data.eval_batch = 256
   config.model.image_size = 8
   config.model.patch_size = 4

@@ -12,17 +12,29 @@ hyperparameters and the seeds; everything else comes from ``--config``. Writes
 
 times the batched sweep against the same configurations run one after another
 in this process, and prints the wall times, their ratio and a JSON line.
+
+  python -m experiments.sweep --config=configs/reefl_mnist_baselines.py \
+      --config.data.dir=../shared/data/mnist --sweep=configs/sweeps/reefl_mnist.py \
+      --workdir=DIR
+
+sweeps ReeFL and its baselines (configs with ``system='reefl'``; ``mg.reefl_sweep``):
+members one after another, sharing the compiled per-tier programs, each method's
+best configuration chosen on the validation clients. Rerunning the same command
+resumes it.
 """
 
 import json
 import os
+import sys
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from experiments import cli
+from mg import checkpoint as checkpoint_lib
 from mg import config as config_lib
+from mg import reefl_sweep
 from mg import run as run_lib
 from mg.federated import backend
 from mg import sweep as sweep_lib
@@ -59,6 +71,13 @@ def main(argv):
       f"sweep-{sweep_name}{'-bench' if _BENCH.value else ''}")
   print(f'workdir: {workdir}', flush=True)
   try:
+    if config.get('system') == 'reefl':
+      if _BENCH.value:
+        raise config_lib.ConfigError('--bench times the batched MetaGater sweep; a ReeFL '
+                                     'sweep runs its members one after another')
+      reefl_sweep.run_sweep(config, reefl_sweep.members(sweep_lib.load(_SWEEP.value), config),
+                            workdir, title=title)
+      return
     config_lib.validate(config)
     members = sweep_lib.members(sweep_lib.load(_SWEEP.value), config)
     if not _BENCH.value:
@@ -70,6 +89,10 @@ def main(argv):
     figures = bench_lib.bench(setup, members, repeats=_BENCH_REPEATS.value)
     serialize.atomic_write_text(os.path.join(workdir, 'bench.json'),
                                 json.dumps(dict(figures, title=title), indent=2) + '\n')
+  except checkpoint_lib.Interrupted as e:
+    print(f'interrupted at {e.where}; finished members are kept in {workdir}; resume by '
+          'rerunning the same command', file=sys.stderr, flush=True)
+    sys.exit(e.exit_code)
   except (sweep_lib.SweepError, *cli.USER_ERRORS, OSError) as e:
     cli.exit_with(e)
 

@@ -23,6 +23,7 @@ from typing import Callable, NamedTuple, Optional
 
 from mg import adapt
 from mg import models
+from mg import per_method
 from mg.algorithms.fedavg import fedavg
 from mg.algorithms.metagater import metagater
 from mg.algorithms.perfedavg import perfedavg
@@ -46,13 +47,6 @@ SHARED = {
 }
 
 
-def _field(config, path: str):
-  value = config
-  for part in path.split('.'):
-    value = value[part]
-  return value
-
-
 def settings(name: str, config) -> dict:
   """``{name: value}`` of the hyperparameters method ``name`` runs with.
 
@@ -62,11 +56,7 @@ def settings(name: str, config) -> dict:
   """
   if name in BACKBONE_OF:
     return {'adapt_lr': settings(BACKBONE_OF[name], config)['adapt_lr']}
-  own = config.get('per_method', {}).get(name, {})
-  out = {}
-  for key, shared in SHARED[name].items():
-    value = own.get(key) if hasattr(own, 'get') else None
-    out[key] = float(_field(config, shared) if value is None else value)
+  out = per_method.resolve(name, SHARED[name], config)
   if 'rho' in out and config.meta.regularizer == 'none':
     out['rho'] = 0.0
   return out

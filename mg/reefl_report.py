@@ -5,7 +5,12 @@ Rows (one per regime and method, over repeats)::
   {method, regime, accuracy_mean, accuracy_std,       # mean over exits, across seeds
    exit_accuracy_mean: [...], exit_accuracy_std: [...],
    ensemble_accuracy_mean, macs_per_exit: [...], upload_bytes_per_round,
-   train_time_s, rounds, repeats, diverged}
+   train_time_s, rounds, repeats, diverged,
+   validation_accuracy_mean, validation_accuracy_std,  # the same on the validation
+   validation_exit_accuracy_mean: [...]}               # clients (None without them)
+
+The test-split figures are the results; the validation figures are there to
+choose settings by (``mg.reefl_sweep``), never the test split's.
 
 Figures: ``curves.png`` (mean-over-exits accuracy against rounds),
 ``exits.png`` (accuracy per exit per method), ``teacher.png`` (which exit was
@@ -45,6 +50,8 @@ def summarize(results: Sequence[dict]) -> list[dict]:
     ok = [r for r in reps if r['exit_accuracy'] is not None]
     exits = np.array([r['exit_accuracy'] for r in ok]) if ok else None
     means = exits.mean(axis=1) if ok else None
+    val = [r['validation_exit_accuracy'] for r in ok if r.get('validation_exit_accuracy')]
+    val = np.array(val) if ok and len(val) == len(ok) else None
     rows.append({
         'method': method, 'regime': regime,
         'accuracy_mean': float(means.mean()) if ok else None,
@@ -58,6 +65,9 @@ def summarize(results: Sequence[dict]) -> list[dict]:
         'train_time_s': float(np.mean([r['train_time_s'] for r in reps])),
         'rounds': reps[0]['rounds'], 'repeats': len(reps),
         'diverged': next((r['diverged'] for r in reps if r['diverged']), None),
+        'validation_accuracy_mean': float(val.mean(axis=1).mean()) if val is not None else None,
+        'validation_accuracy_std': float(val.mean(axis=1).std()) if val is not None else None,
+        'validation_exit_accuracy_mean': val.mean(axis=0).tolist() if val is not None else None,
     })
   return rows
 
@@ -74,23 +84,27 @@ def markdown(rows: Sequence[dict], results: Sequence[dict], partition: dict,
                f"each, {partition['classes_per_client_mean']:.1f} classes on average), "
                f"global test split of {partition['test_images']} images. Accuracy at each "
                'exit on the global test split (%), mean over repeats; "Mean" is the mean '
-               'over exits (± its std across repeats).')
+               'over exits (± its std across repeats); "Validation" the same mean on the '
+               f"{partition.get('validation_clients', 0)} validation clients' "
+               f"{partition.get('validation_images', 0)} images (never trained on; "
+               'settings are chosen on it, never on the test split).')
   lines.append('')
   for regime in dict.fromkeys(r['regime'] for r in rows):
     sub = [r for r in rows if r['regime'] == regime]
     n_exits = len(sub[0]['macs_per_exit'])
     lines += [f'## Regime: {regime}', '']
     head = (['Method', 'Mean'] + [f'Exit {i + 1}' for i in range(n_exits)]
-            + ['Ensemble', 'Trainable/tier (k)', 'Upload/round (MB)', 'Train time (s)'])
+            + ['Ensemble', 'Validation', 'Trainable/tier (k)', 'Upload/round (MB)',
+               'Train time (s)'])
     lines.append('| ' + ' | '.join(head) + ' |')
     lines.append('| --- |' + ' ---: |' * (len(head) - 1))
     for r in sub:
       if r['accuracy_mean'] is None:
-        cells = [f"diverged (round {r['diverged']})"] + [''] * (n_exits + 1)
+        cells = [f"diverged (round {r['diverged']})"] + [''] * (n_exits + 2)
       else:
         cells = ([f"{_pct(r['accuracy_mean'])} ± {_pct(r['accuracy_std'])}"]
                  + [_pct(v) for v in r['exit_accuracy_mean']]
-                 + [_pct(r['ensemble_accuracy_mean'])])
+                 + [_pct(r['ensemble_accuracy_mean']), _pct(r.get('validation_accuracy_mean'))])
       cells += ['/'.join(f'{n / 1e3:.0f}' for n in r['trainable_per_tier']),
                 f"{r['upload_bytes_per_round'] / 1e6:.2f}", f"{r['train_time_s']:.0f}"]
       lines.append('| ' + ' | '.join([NAMES.get(r['method'], r['method'])] + cells) + ' |')

@@ -4,7 +4,11 @@ The entry point (``experiments/main.py``) dispatches here for configs with
 ``system='reefl'`` (``configs/reefl_*.py``). This module reads the config and
 passes explicit arguments to the library (``mg.data.dirichlet``,
 ``mg.models.vit``, ``mg.algorithms.reefl``, ``mg.reefl_report``); the paper's
-baselines (``mg.algorithms.baselines``) dispatch in :func:`train_method`.
+baselines (``mg.algorithms.baselines``) dispatch in :func:`train_method`,
+each at its own settings (``mg.reefl_methods``). Every evaluation scores the
+global model on the validation clients (``data.num_validation_clients``, never
+trained on) exactly as on the test split; only validation accuracy may choose
+settings (``mg.reefl_sweep``), the test split is reported.
 
 Long runs: a checkpoint (``mg.checkpoint.Store``) every ``checkpoint_every``
 rounds and at the end of each (regime, method, repeat), and on SIGINT/SIGTERM;
@@ -25,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mg import checkpoint as checkpoint_lib
+from mg import reefl_methods
 from mg import reefl_report
 from mg import workdir as workdir_lib
 from mg.algorithms import baselines, early_exit, reefl, scalefl
@@ -68,12 +73,23 @@ def validate(config) -> None:
   check('lora' not in config.regimes or m.lora_rank > 0,
         "regimes has 'lora' but model.lora_rank=0")
   fl = config.fl
-  check(0 < fl.clients_per_round <= config.data.num_clients,
-        f'fl.clients_per_round={fl.clients_per_round}: expected 1..data.num_clients')
+  d = config.data
+  check(isinstance(d.num_validation_clients, int)
+        and 0 <= d.num_validation_clients < d.num_clients,
+        f'data.num_validation_clients={d.num_validation_clients!r}: expected an integer in '
+        f'0..data.num_clients-1 ({d.num_clients - 1})')
+  training = d.num_clients - d.num_validation_clients
+  check(0 < fl.clients_per_round <= training,
+        f'fl.clients_per_round={fl.clients_per_round}: expected 1..{training} (the '
+        'training clients: data.num_clients - data.num_validation_clients)')
   for field in ('rounds', 'batch_size'):
     check(isinstance(fl[field], int) and fl[field] > 0, f'fl.{field}: expected an integer > 0')
   check(fl.kd_rounds > 0 and fl.lr > 0, 'fl.kd_rounds and fl.lr must be > 0')
   check(config.repeats > 0 and config.eval_every > 0, 'repeats and eval_every must be > 0')
+  for method in config.methods:
+    for key, value in reefl_methods.settings(method, config).items():
+      field = ' or '.join(reefl_methods.reads(method, key))
+      check(value > 0, f'{field}={value!r}: {method} needs a {key} > 0')
   check(config.data.test in ('official', 'holdout'), "data.test: expected 'official' or 'holdout'")
   from mg.data.specs import SPECS  # pylint: disable=g-import-not-at-top
   check(config.data.name in SPECS, f'data.name={config.data.name!r}: expected one of {tuple(SPECS)}')
@@ -121,6 +137,7 @@ def make_evaluate(cfg: vit.ViTConfig, batch: int, logits_fn=None):
 
 
 _init = jax.jit(vit.init, static_argnums=1)
+_heads_init = jax.jit(exit_heads.init, static_argnums=1)  # one program, not one per op
 
 
 def _numbered(leaves: list) -> dict:
@@ -138,6 +155,36 @@ def _clients(split: dirichlet.ClientSplit, num_exits: int) -> list[reefl.ClientD
   return out
 
 
+def load_data(config):
+  """``(split, data, clients)`` of ``config.data`` at ``config.seed``.
+
+  ``data`` = (training images, labels, test images, labels, validation images,
+  labels) on the device; ``clients`` the training clients (``reefl.ClientData``).
+  """
+  d = config.data
+  split = dirichlet.client_split(
+      name=d.name, source=d.source, folder=d.dir, split=d.split, test=d.test,
+      test_fraction=d.test_fraction, num_clients=d.num_clients, alpha=d.alpha,
+      seed=config.seed, num_validation_clients=d.num_validation_clients)
+  data = tuple(jnp.asarray(a) for a in (split.train_images, split.train_labels,
+                                        split.test_images, split.test_labels,
+                                        *split.validation_set()))
+  return split, data, _clients(split, config.model.num_exits)
+
+
+def describe(split: dirichlet.ClientSplit, alpha: float) -> dict:
+  """The partition's figures for ``results.json`` (``clients``: the training clients)."""
+  sizes = np.array([len(c) for c in split.clients])
+  return {'clients': len(split.clients), 'alpha': float(alpha),
+          'validation_clients': len(split.validation),
+          'train_images': int(sizes.sum()),
+          'validation_images': int(sum(len(c) for c in split.validation)),
+          'test_images': int(len(split.test_labels)),
+          'client_size_min': int(sizes.min()), 'client_size_max': int(sizes.max()),
+          'classes_per_client_mean': float(np.mean(
+              [len(np.unique(split.train_labels[c])) for c in split.clients]))}
+
+
 def initial_params(config, cfg: vit.ViTConfig, key):
   params = _init(key, cfg)
   if config.model.init_checkpoint:
@@ -146,13 +193,28 @@ def initial_params(config, cfg: vit.ViTConfig, key):
   return params
 
 
-def baseline_options(config) -> baselines.Options:
+def baseline_options(config, method: str | None = None) -> baselines.Options:
+  """The baselines' options; with ``method``, at that method's own settings."""
   b = config.baselines
-  return baselines.Options(
+  options = baselines.Options(
       inclusivefl_beta=b.inclusivefl_beta, feddyn_alpha=b.feddyn_alpha, feddyn_lr=b.feddyn_lr,
       feddyn_min_lr=b.feddyn_min_lr, feddyn_weight_decay=b.feddyn_weight_decay,
       scalefl_widths=tuple(b.scalefl_widths), scalefl_kd_weight=b.scalefl_kd_weight,
       scalefl_temperature=b.scalefl_temperature)
+  if method == 'depthfl_feddyn':
+    s = reefl_methods.settings(method, config)
+    options = options._replace(feddyn_lr=s['lr'], feddyn_min_lr=s['min_lr'])
+  elif method == 'scalefl':
+    s = reefl_methods.settings(method, config)
+    options = options._replace(scalefl_kd_weight=s['kd_weight'],
+                               scalefl_temperature=s['temperature'])
+  return options
+
+
+def schedule(config, method: str):
+  """``(lr, min_lr, kd_rounds)`` of ``method``'s rounds (its own settings, else shared)."""
+  s = reefl_methods.settings(method, config)
+  return s['lr'], s['min_lr'], s.get('kd_rounds', config.fl.kd_rounds)
 
 
 def _baseline(config, method, regime, seed, clients, programs):
@@ -161,14 +223,15 @@ def _baseline(config, method, regime, seed, clients, programs):
   cfg = model_config(config, modulation=False)
   if regime == 'lora':
     cfg = cfg._replace(lora_rank=config.model.lora_rank, lora_alpha=config.model.lora_alpha)
-  params = exit_heads.init(jax.random.PRNGKey(seed), cfg)
+  params = _heads_init(jax.random.PRNGKey(seed), cfg)
   if config.model.init_checkpoint:
     from mg.models import pretrained  # pylint: disable=g-import-not-at-top
     params = pretrained.load_backbone(config.model.init_checkpoint, params, cfg)
-  hp = early_exit.Hparams(rounds=fl.rounds, lr=fl.lr, min_lr=fl.min_lr, kd_rounds=fl.kd_rounds)
+  lr, min_lr, kd_rounds = schedule(config, method)
+  hp = early_exit.Hparams(rounds=fl.rounds, lr=lr, min_lr=min_lr, kd_rounds=kd_rounds)
   scope = None if programs is None else programs.setdefault('baselines', {})
   alg, spec = baselines.build(method, cfg, params, regime=regime, batch_size=fl.batch_size,
-                              clip=fl.clip, hp=hp, options=baseline_options(config),
+                              clip=fl.clip, hp=hp, options=baseline_options(config, method),
                               num_clients=len(clients), programs=scope)
   state = alg.init(params)
   key = ('evaluate', method if method in ('inclusivefl', 'scalefl') else 'heads', cfg)
@@ -183,11 +246,28 @@ def _baseline(config, method, regime, seed, clients, programs):
   return alg, state, evaluate, tiers, exit_heads.macs_per_exit(cfg, scales)
 
 
+def evaluation(evaluate, params, test, validation) -> dict:
+  """One evaluation: the test split and the validation clients scored alike.
+
+  Returns ``{accuracy, exit_accuracy, ensemble_accuracy}`` on the test split and
+  the same keys with ``validation_`` on the validation clients (None without them);
+  ``accuracy`` is the mean over exits.
+  """
+  out = {}
+  for prefix, (images, labels) in (('', test), ('validation_', validation)):
+    ev = evaluate(params, images, labels) if len(labels) else None
+    out[prefix + 'accuracy'] = float(np.mean(ev['exit_accuracy'])) if ev else None
+    out[prefix + 'exit_accuracy'] = ev['exit_accuracy'] if ev else None
+    out[prefix + 'ensemble_accuracy'] = ev['ensemble_accuracy'] if ev else None
+  return out
+
+
 def train_method(config, *, method, regime, repeat, data, clients, log, stop,
                  resume=None, save=None, programs=None):
   """Trains one (regime, method, repeat); returns its result dict."""
   fl = config.fl
   seed = config.seed + 1000 * repeat
+  lr, min_lr, kd_rounds = schedule(config, method)
   clients = [c._replace(tier=t) for c, t in zip(clients, baselines.client_tiers(
       method, [c.tier for c in clients], config.model.num_exits))]
   if method in baselines.HEAD_METHODS:
@@ -201,7 +281,7 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
     params = initial_params(config, cfg, jax.random.PRNGKey(seed))
     local = reefl.LocalConfig(batch_size=fl.batch_size, clip=fl.clip, ema=fl.ema,
                               temperature=fl.temperature, kd_mode=kd_mode)
-    hp = reefl.Hparams(rounds=fl.rounds, lr=fl.lr, min_lr=fl.min_lr, kd_rounds=fl.kd_rounds)
+    hp = reefl.Hparams(rounds=fl.rounds, lr=lr, min_lr=min_lr, kd_rounds=kd_rounds)
     alg = reefl.reefl(cfg, params, regime=regime, local=local, hp=hp, name=method,
                       programs=None if programs is None else programs.setdefault(
                           (regime, modulation), {}))
@@ -211,10 +291,8 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
     tiers = reefl.tier_param_counts(cfg, regime, params)
     macs = vit.macs_per_exit(cfg)
     saved = lambda s: s.params
-  lr_range = ((config.baselines.feddyn_lr, config.baselines.feddyn_min_lr)
-              if method == 'depthfl_feddyn' else (fl.lr, fl.min_lr))  # what is logged
   tag = f'{method} [{regime}]'
-  images, labels, test_images, test_labels = data
+  images, labels, test_images, test_labels, val_images, val_labels = data
 
   first, curve, teacher, train_time, uploaded, diverged = 1, [], {}, 0.0, [], None
   if resume is not None:
@@ -247,13 +325,14 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
       if not diag['finite'] or not np.isfinite(diag['loss']):
         diverged = r
         break
-      record = {'loss': diag['loss'], 'lr': reefl.learning_rate(r, fl.rounds, *lr_range),
-                'kd_weight': reefl.kd_weight(r, fl.kd_rounds)}
+      record = {'loss': diag['loss'], 'lr': reefl.learning_rate(r, fl.rounds, lr, min_lr),
+                'kd_weight': reefl.kd_weight(r, kd_rounds)}
       if r % config.eval_every == 0 or r == fl.rounds:
-        ev = evaluate(alg.output(state), test_images, test_labels)
-        mean = float(np.mean(ev['exit_accuracy']))
-        curve.append({'round': r, 'accuracy': mean, **ev})
-        record.update(accuracy_mean=mean, **ev)
+        point = evaluation(evaluate, alg.output(state), (test_images, test_labels),
+                           (val_images, val_labels))
+        curve.append({'round': r, **point})
+        means = {'accuracy': 'accuracy_mean', 'validation_accuracy': 'validation_accuracy_mean'}
+        record.update({means.get(k, k): v for k, v in point.items()})
       log.write(tag if regime != 'full' else method, r, repeat=repeat, regime=regime, **record)
       bar.set_postfix({'loss': diag['loss'], **({'acc': curve[-1]['accuracy']} if curve else {})})
       bar.update(1)
@@ -267,6 +346,8 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
       'method': method, 'regime': regime, 'repeat': repeat, 'diverged': diverged,
       'exit_accuracy': final['exit_accuracy'] if final else None,
       'ensemble_accuracy': final['ensemble_accuracy'] if final else None,
+      'validation_exit_accuracy': final['validation_exit_accuracy'] if final else None,
+      'validation_ensemble_accuracy': final['validation_ensemble_accuracy'] if final else None,
       'curve': curve, 'train_time_s': train_time, 'rounds': fl.rounds,
       'upload_bytes_per_round': 4.0 * float(np.mean(uploaded)) if uploaded else None,
       'macs_per_exit': macs, 'tiers': tiers,
@@ -274,8 +355,11 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
   }
 
 
-def run(config, workdir: str) -> dict:
+def run(config, workdir: str, programs: dict | None = None) -> dict:
   """Runs every (regime, method, repeat) of ``config``; writes the outputs to ``workdir``.
+
+  ``programs``: compiled per-tier programs and evaluations to share (default:
+  this run's own; methods with one model share them either way).
 
   The workdir is held for the whole run (``mg.workdir.Lock``: a second run on it
   stops with one line), and ``config.json`` is written, or the old checkpoints
@@ -283,10 +367,10 @@ def run(config, workdir: str) -> dict:
   """
   validate(config)
   with workdir_lib.Lock(workdir):
-    return _run_locked(config, workdir)
+    return _run_locked(config, workdir, {} if programs is None else programs)
 
 
-def _run_locked(config, workdir: str) -> dict:
+def _run_locked(config, workdir: str, programs: dict) -> dict:
   workdir_lib.check_layout(workdir)
   config_json = json.dumps(to_jsonable(config.to_dict()), sort_keys=True, indent=1)
   config_path = os.path.join(workdir, 'config.json')
@@ -297,25 +381,12 @@ def _run_locked(config, workdir: str) -> dict:
         raise ConfigError(f'{workdir} holds a run of another config; choose another '
                           '--workdir or pass --config.resume=False')
 
-  d = config.data
   start = time.perf_counter()
-  split = dirichlet.client_split(
-      name=d.name, source=d.source, folder=d.dir, split=d.split, test=d.test,
-      test_fraction=d.test_fraction, num_clients=d.num_clients, alpha=d.alpha,
-      seed=config.seed)
-  data = (jnp.asarray(split.train_images), jnp.asarray(split.train_labels),
-          jnp.asarray(split.test_images), jnp.asarray(split.test_labels))
-  clients = _clients(split, config.model.num_exits)
+  split, data, clients = load_data(config)
   if os.path.isdir(store_dir) and not config.resume:  # accepted: start over
     shutil.rmtree(store_dir)
   atomic_write_text(config_path, config_json)
-  sizes = np.array([len(c) for c in split.clients])
-  partition = {'clients': int(d.num_clients), 'alpha': float(d.alpha),
-               'train_images': int(len(split.train_labels)),
-               'test_images': int(len(split.test_labels)),
-               'client_size_min': int(sizes.min()), 'client_size_max': int(sizes.max()),
-               'classes_per_client_mean': float(np.mean(
-                   [len(np.unique(split.train_labels[c])) for c in split.clients]))}
+  partition = describe(split, config.data.alpha)
 
   store = checkpoint_lib.Store(store_dir, config.keep_checkpoints)
   done: dict[str, dict] = {}
@@ -329,7 +400,6 @@ def _run_locked(config, workdir: str) -> dict:
       current['params'] = [saved[k] for k in sorted(saved)]
 
   results = []
-  programs: dict = {}  # compiled per-tier programs, shared by methods with one model
   with checkpoint_lib.StopRequest() as stop, MetricsLog(workdir) as log:
     for regime in config.regimes:
       for method in config.methods:

@@ -17,6 +17,12 @@ def test_config():
 
 
 @pytest.fixture(scope='session')
+def reefl_programs():
+  """Compiled ReeFL / baseline programs of ``configs/reefl_test.py``, shared by its tests."""
+  return {}
+
+
+@pytest.fixture(scope='session')
 def test_data(test_config):
   """``(FederatedData on device, Partition, info)`` of ``configs/test.py``."""
   import jax

@@ -177,11 +177,17 @@ def test_scalefl_count_mean_over_overlapping_slices():
 # ----------------------------------------------------------------- end to end
 
 
-def test_baselines_run_through_the_reefl_loop_and_resume(tmp_path):
+def test_baselines_run_through_the_reefl_loop_and_resume(tmp_path, reefl_programs):
   config = reefl_test.get_config()
-  config.methods = ('exclusivefl', 'depthfl_feddyn')   # one compiled program per tier
+  config.methods = ('exclusivefl', 'depthfl_feddyn', 'scalefl')
+  config.baselines.scalefl_widths = (0.5, 1.0)
   workdir = str(tmp_path / 'run')
-  doc = reefl_run.run(config, workdir)
+  doc = reefl_run.run(config, workdir, programs=reefl_programs)
+  # One compiled program per tier (ExclusiveFL and DepthFL share theirs, ScaleFL has
+  # its own), never recompiled over the rounds' new learning rates and KD weights.
+  compiled = reefl_programs['baselines']
+  assert {k[0] for k in compiled} == {'exit_heads', 'scalefl'} and len(compiled) == 4
+  assert all(p._cache_size() == 1 for p in compiled.values())
   rows = {r['method']: r for r in doc['rows']}
   for r in rows.values():
     assert len(r['exit_accuracy_mean']) == 2 and 0.0 <= r['accuracy_mean'] <= 1.0

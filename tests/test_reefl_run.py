@@ -1,4 +1,4 @@
-"""The ReeFL experiment end to end on the tiny config: outputs, rows, resume."""
+"""The ReeFL experiment end to end on the tiny config: outputs, rows, resume, validation."""
 
 import json
 import os
@@ -8,10 +8,12 @@ from mg import reefl_run
 from mg.data import dirichlet
 
 import numpy as np
+import pytest
 
 ROW_KEYS = {'method', 'regime', 'accuracy_mean', 'accuracy_std', 'exit_accuracy_mean',
             'exit_accuracy_std', 'ensemble_accuracy_mean', 'macs_per_exit',
-            'upload_bytes_per_round', 'train_time_s', 'rounds', 'repeats'}
+            'upload_bytes_per_round', 'train_time_s', 'rounds', 'repeats',
+            'validation_accuracy_mean', 'validation_exit_accuracy_mean'}
 
 
 def test_lda_partition_equal_sizes_and_disjoint():
@@ -22,6 +24,39 @@ def test_lda_partition_equal_sizes_and_disjoint():
   assert len(np.unique(np.concatenate(parts))) == 200
   kept, held = dirichlet.stratified_holdout(labels, 0.25, np.random.default_rng(0))
   assert np.all(np.bincount(labels[held]) == 10) and len(kept) == 150
+
+
+@pytest.mark.parametrize('test', ['holdout', 'official'])
+def test_validation_clients_are_disjoint_from_training_and_test(monkeypatch, test):
+  # Each image is its own id: pixel value = row number (the official test split's
+  # ids start at 10,000), so disjointness is checked on the images themselves.
+  labels = np.repeat(np.arange(4), 25).astype(np.int32)
+
+  def read_split(name, source, folder, split):
+    del name, source, folder
+    start = 10_000 if split == 'test' else 0
+    ids = np.arange(start, start + len(labels), dtype=np.float32)
+    return ids.reshape(-1, 1, 1, 1), labels
+
+  monkeypatch.setattr(dirichlet, 'read_split', read_split)
+  kwargs = dict(name='digits', source='digits', folder=None, split='all', test=test,
+                test_fraction=0.2, num_clients=10, alpha=1.0, seed=3)
+  split = dirichlet.client_split(**kwargs, num_validation_clients=3)
+  ids = lambda images: set(images.ravel().astype(int).tolist())
+  train = ids(split.train_images[np.concatenate(split.clients)])
+  validation = ids(split.validation_set()[0])
+  test_ids = ids(split.test_images)
+  assert len(split.clients) == 7 and len(split.validation) == 3
+  assert validation and not validation & train and not validation & test_ids
+  assert not train & test_ids
+  assert len(train | validation | test_ids) == 100 + (100 if test == 'official' else 0)
+  # Holding out validation clients leaves the partition as it was: the rest train.
+  everyone = [tuple(c) for c in dirichlet.client_split(**kwargs).clients]
+  kept, held = [tuple(c) for c in split.clients], [tuple(c) for c in split.validation]
+  assert sorted(kept + held) == sorted(everyone)
+  assert kept == [c for c in everyone if c not in held]
+  with pytest.raises(dirichlet.DataError, match='some clients must train'):
+    dirichlet.client_split(**kwargs, num_validation_clients=10)
 
 
 def test_reefl_run_writes_every_output_and_resumes(tmp_path):
@@ -37,7 +72,10 @@ def test_reefl_run_writes_every_output_and_resumes(tmp_path):
   for r in rows:
     assert ROW_KEYS <= set(r)
     assert len(r['exit_accuracy_mean']) == 2 and len(r['macs_per_exit']) == 2
-    assert 0.0 <= r['accuracy_mean'] <= 1.0
+    assert 0.0 <= r['accuracy_mean'] <= 1.0 and 0.0 <= r['validation_accuracy_mean'] <= 1.0
+  assert doc['partition']['clients'] == 8 and doc['partition']['validation_clients'] == 2
+  assert {'validation_accuracy', 'validation_exit_accuracy'} <= set(
+      doc['curves']['full/reefl/0'][-1])
   assert '| ReeFL |' in open(os.path.join(workdir, 'results.md')).read()
   # Rerunning the finished run restores every result from its checkpoint.
   again = reefl_run.run(config, workdir)
@@ -46,7 +84,6 @@ def test_reefl_run_writes_every_output_and_resumes(tmp_path):
 
 
 def test_reefl_run_holds_its_workdir_and_accepts_it_only_with_data(tmp_path):
-  import pytest  # pylint: disable=g-import-not-at-top
   from mg import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   config = reefl_test.get_config()
   with workdir_lib.Lock(str(tmp_path)):

@@ -1,4 +1,4 @@
-"""Label-skewed clients by Dirichlet (LDA) sampling, and a held-out global test split.
+"""Label-skewed clients by Dirichlet (LDA) sampling, validation clients, a global test split.
 
 ReeFL's setup (the public code, royson/reefl ``src/data/fl_dataset.py``, which
 copies Flower 0.19's ``create_lda_partitions``): every client gets the same
@@ -8,6 +8,13 @@ examples one at a time, the class drawn from ``q_k`` renormalised over the
 classes that still have examples, the example taken without replacement. The
 global test split the server evaluates on is either the official test split or
 a stratified held-out fraction of the images (where only one split exists).
+
+Validation clients (for tuning; not in the code, which tunes nothing): of the
+``K`` partitioned clients, a seeded random choice of ``V`` never trains; the
+server scores the global model on their pooled examples exactly as on the test
+split, so settings are chosen without looking at the test split. The partition
+itself is the one ``V = 0`` draws, so holding out validation clients only makes
+``K - V`` clients train (each client keeps its examples and class mix).
 """
 
 from __future__ import annotations
@@ -24,12 +31,21 @@ from mg.data.specs import SPECS, normalise
 
 
 class ClientSplit(NamedTuple):
-  """Indices into the training images, one array per client, and the test images."""
+  """Indices into the training images, one array per client, and the test images.
+
+  ``clients`` train; ``validation`` (indices into the same images) never train.
+  """
   clients: list[np.ndarray]
   train_images: np.ndarray
   train_labels: np.ndarray
   test_images: np.ndarray
   test_labels: np.ndarray
+  validation: tuple = ()
+
+  def validation_set(self) -> tuple[np.ndarray, np.ndarray]:
+    """The validation clients' examples pooled: (images, labels), in index order."""
+    index = np.sort(np.concatenate(self.validation)) if self.validation else np.zeros(0, int)
+    return self.train_images[index], self.train_labels[index]
 
 
 def lda_partition(labels: np.ndarray, num_clients: int, alpha: float,
@@ -76,6 +92,19 @@ def stratified_holdout(labels: np.ndarray, fraction: float,
   return kept, held
 
 
+def hold_out_clients(clients: list[np.ndarray], num_validation: int,
+                     rng: np.random.Generator) -> tuple[list[np.ndarray], tuple]:
+  """(training clients in their order, validation clients): a random ``num_validation``."""
+  if not 0 <= num_validation < len(clients):
+    raise DataError(f'{num_validation} validation clients of {len(clients)}: expected '
+                    f'0..{len(clients) - 1} (some clients must train)')
+  if num_validation == 0:
+    return list(clients), ()
+  held = set(rng.choice(len(clients), size=num_validation, replace=False).tolist())
+  return ([c for i, c in enumerate(clients) if i not in held],
+          tuple(clients[i] for i in sorted(held)))
+
+
 def read_split(name: str, source: str, folder: str | None, split: str):
   """Normalised float32 images (N, H, W, C) and int32 labels of one split."""
   # The data package's reader dispatch (digits | raw | tfds | auto).
@@ -94,8 +123,8 @@ def has_official_test(name: str, folder: str | None) -> bool:
 
 def client_split(*, name: str, source: str, folder: str | None, split: str,
                  test: str, test_fraction: float, num_clients: int, alpha: float,
-                 seed: int) -> ClientSplit:
-  """The clients' index arrays and the global test set.
+                 seed: int, num_validation_clients: int = 0) -> ClientSplit:
+  """The clients' index arrays, the validation clients' and the global test set.
 
   Args:
     name, source, folder, split: which images (as ``config.data``).
@@ -103,8 +132,10 @@ def client_split(*, name: str, source: str, folder: str | None, split: str,
       the official test split) or ``'holdout'`` (a stratified ``test_fraction``
       of ``split`` is held out first).
     test_fraction: the held-out fraction for ``'holdout'``.
-    num_clients, alpha: the Dirichlet partition.
+    num_clients, alpha: the Dirichlet partition (validation clients included).
     seed: the partition's seed.
+    num_validation_clients: how many of the ``num_clients`` never train
+      (:func:`hold_out_clients`, drawn after the partition).
   """
   rng = np.random.default_rng(seed)
   if test == 'official':
@@ -120,4 +151,5 @@ def client_split(*, name: str, source: str, folder: str | None, split: str,
   if len(labels) < num_clients:
     raise DataError(f'{len(labels)} training images cannot fill {num_clients} clients')
   clients = lda_partition(labels, num_clients, alpha, rng)
-  return ClientSplit(clients, images, labels, test_images, test_labels)
+  clients, validation = hold_out_clients(clients, num_validation_clients, rng)
+  return ClientSplit(clients, images, labels, test_images, test_labels, validation)

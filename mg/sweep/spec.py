@@ -43,6 +43,11 @@ line naming the study, the field and what is allowed.
 
 Configurations are ranked on the validation tasks (``data.num_validation``),
 never on the targets: a sweep needs at least one validation task.
+
+The same files sweep ReeFL and its baselines (``mg.reefl_sweep``): what their
+fields mean is another :class:`Family` (``members(..., family=...)``): each
+method's ``per_method`` fields (``mg.reefl_methods``) and the shared fields
+they default to, ranked on the validation clients.
 """
 
 from __future__ import annotations
@@ -52,24 +57,79 @@ import itertools
 import math
 import numbers
 import os
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from mg import config as config_lib
 from mg import data as data_lib
 from mg import methods as methods_lib
 
-# Config fields held as traced arrays, per method (the keys of its
-# ``ServerState.hparams`` and its adaptation step size): its own
-# ``per_method`` fields, then the shared fields they default to.
-TRACED_FIELDS = {
-    method: tuple(f'per_method.{method}.{key}' for key in shared) + tuple(shared.values())
-    for method, shared in methods_lib.SHARED.items()}
 SEED = 'seed'
 _STUDY_KEYS = ('method', 'grid', 'members', 'seeds')
 
 
 class SweepError(ValueError):
   """A sweep file that cannot run; the message names the study and field."""
+
+
+def sweepable_fields(shared: dict) -> dict:
+  """``{method: fields}``: each method's own ``per_method`` fields, then the shared ones."""
+  return {method: tuple(f'per_method.{method}.{key}' for key in keys) + tuple(keys.values())
+          for method, keys in shared.items()}
+
+
+class Family(NamedTuple):
+  """What a sweep file's fields mean for one family of methods.
+
+  Attributes:
+    shared: ``{method: {key: shared field}}``: each method's settings
+      (``per_method.<method>.<key>``) and the shared field each defaults to;
+      a member may set exactly these fields.
+    settings: ``settings(method, config) -> dict``: what ``method`` runs with.
+    validate: ``validate(config)``: raises ``ConfigError`` for a member's config.
+    cannot_sweep: ``cannot_sweep(config) -> str | None``: why ``config`` cannot
+      rank its members (no validation data), or None.
+    refused: ``{method: why}``: methods with nothing of their own to sweep.
+    check_field: ``check_field(field, config) -> str | None``: a family rule
+      refusing a field under ``config``, or None.
+  """
+  shared: dict
+  settings: Callable
+  validate: Callable
+  cannot_sweep: Callable
+  refused: dict = {}
+  check_field: Callable = lambda field, config: None
+
+  @property
+  def fields(self) -> dict:
+    return sweepable_fields(self.shared)
+
+
+def _metagater_cannot_sweep(config):
+  if data_lib.num_validation(config.data) < 1:
+    return ('a sweep ranks configurations on validation tasks, never on the targets: '
+            'set --config.data.num_validation to 1 or more')
+  return None
+
+
+def _metagater_field(field, config):
+  if field.endswith('rho') and config.meta.regularizer == 'none':
+    return (f"{field} has no effect with meta.regularizer='none'; sweep it with a "
+            'regularizer')
+  return None
+
+
+# MetaGater and its baselines: every per-method field is a traced hyperparameter
+# (the keys of ``ServerState.hparams`` and the adaptation step size).
+METAGATER = Family(
+    shared=methods_lib.SHARED, settings=methods_lib.settings, validate=config_lib.validate,
+    cannot_sweep=_metagater_cannot_sweep,
+    refused={'metasnip': "metasnip trains nothing of its own (it adapts metagater_nogate's "
+                         'backbone): sweep metagater_nogate instead'},
+    check_field=_metagater_field)
+# Config fields held as traced arrays, per method (the keys of its
+# ``ServerState.hparams`` and its adaptation step size): its own
+# ``per_method`` fields, then the shared fields they default to.
+TRACED_FIELDS = METAGATER.fields
 
 
 class Member(NamedTuple):
@@ -112,13 +172,14 @@ def load(path: str):
                      f'{type(e).__name__}: {e}') from e
 
 
-def members(sweep, config) -> tuple[Member, ...]:
+def members(sweep, config, family: Family = METAGATER) -> tuple[Member, ...]:
   """Every member of ``sweep`` (what ``get_sweep`` returns), checked.
 
   Args:
     sweep: a study dict or a non-empty list of them (module docstring).
     config: the base experiment config (default seed, and every member's
-      config is validated with ``mg.config.validate``).
+      config is validated with ``family.validate``).
+    family: what the fields mean (default: MetaGater's methods).
 
   Returns:
     The members in order: study by study, method by method, grid point by
@@ -127,9 +188,9 @@ def members(sweep, config) -> tuple[Member, ...]:
   Raises:
     SweepError: the first problem found, in one line.
   """
-  if data_lib.num_validation(config.data) < 1:
-    raise SweepError('a sweep ranks configurations on validation tasks, never on the '
-                     'targets: set --config.data.num_validation to 1 or more')
+  why = family.cannot_sweep(config)
+  if why:
+    raise SweepError(why)
   studies = [sweep] if isinstance(sweep, dict) else sweep
   if not isinstance(studies, (list, tuple)) or not studies:
     raise SweepError('get_sweep() must return a study dict or a non-empty list of '
@@ -139,9 +200,9 @@ def members(sweep, config) -> tuple[Member, ...]:
     where = f'study {index}' if len(studies) > 1 else 'sweep'
     if not isinstance(study, dict):
       raise SweepError(f'{where}: expected a dict with keys {_STUDY_KEYS}, not {study!r}')
-    out.extend(_study_members(study, config, where))
+    out.extend(_study_members(study, config, where, family))
   for member in out:
-    _check_member_config(member, config)
+    _check_member_config(member, config, family)
   return tuple(out)
 
 
@@ -190,12 +251,12 @@ def config_value(config, field: str):
   return None if value is None else float(value)
 
 
-def _study_members(study, config, where):
+def _study_members(study, config, where, family):
   unknown = sorted(set(study) - set(_STUDY_KEYS))
   if unknown:
     raise SweepError(f'{where}: unknown key {unknown[0]!r}; a study has the keys '
                      f'{", ".join(_STUDY_KEYS)}')
-  methods = _methods(study.get('method'), where)
+  methods = _methods(study.get('method'), where, family)
   if ('grid' in study) == ('members' in study):
     raise SweepError(f"{where}: give exactly one of 'grid' (field -> list of values) "
                      "or 'members' (a list of {field: value})")
@@ -236,10 +297,10 @@ def _study_members(study, config, where):
       for field, value in point.items():
         if field == SEED:
           continue
-        if field.endswith('rho') and config.meta.regularizer == 'none':
-          raise SweepError(f"{where}: {field} has no effect with "
-                           "meta.regularizer='none'; sweep it with a regularizer")
-        _check_field(field, method, config, where)
+        why = family.check_field(field, config)
+        if why:
+          raise SweepError(f'{where}: {why}')
+        _check_field(field, method, config, where, family)
         values[field] = _number(value, f'{where}: {field}')
       if SEED in point:
         if seeds is not None and 'members' in study:
@@ -251,26 +312,26 @@ def _study_members(study, config, where):
   return out
 
 
-def _methods(value, where):
+def _methods(value, where, family):
   names = [value] if isinstance(value, str) else value
   if not isinstance(names, (list, tuple)) or not names:
     raise SweepError(f"{where}: 'method' must name a method or a non-empty list of "
-                     f'them; sweepable methods: {", ".join(TRACED_FIELDS)}')
+                     f'them; sweepable methods: {", ".join(family.shared)}')
   for name in names:
-    if name == 'metasnip':
-      raise SweepError(f"{where}: metasnip trains nothing of its own (it adapts "
-                       "metagater_nogate's backbone): sweep metagater_nogate instead")
-    if name not in TRACED_FIELDS:
+    if name in family.refused:
+      raise SweepError(f'{where}: {family.refused[name]}')
+    if name not in family.shared:
       raise SweepError(f'{where}: unknown method {name!r}; sweepable methods: '
-                       f'{", ".join(TRACED_FIELDS)}')
+                       f'{", ".join(family.shared)}')
   return list(names)
 
 
-def _check_field(field, method, config, where):
-  allowed = TRACED_FIELDS[method]
+def _check_field(field, method, config, where, family):
+  fields = family.fields
+  allowed = fields[method]
   listing = f'{", ".join(allowed)} (and {SEED})'
   if field in allowed:
-    _check_reaches(field, method, config, where)
+    _check_reaches(field, method, config, where, family)
     return
   try:
     _get(config, field)
@@ -280,7 +341,7 @@ def _check_field(field, method, config, where):
   if not exists:
     raise SweepError(f'{where}: unknown field {field!r} for {method}; fields that can '
                      f'vary: {listing}')
-  if any(field in fields for fields in TRACED_FIELDS.values()):
+  if any(field in own for own in fields.values()):
     raise SweepError(
         f'{where}: field {field!r} cannot vary in a sweep of {method}: it does not '
         f'reach {method} (the method never reads it); fields that can vary: {listing}')
@@ -290,18 +351,18 @@ def _check_field(field, method, config, where):
       f'fields that can vary: {listing}')
 
 
-def _check_reaches(field, method, config, where):
+def _check_reaches(field, method, config, where, family):
   """Refuses ``field`` if two values of it give ``method`` the same settings."""
   runs = []
   for value in (1.0, 2.0):
     trial = config.copy_and_resolve_references()
     _set(trial, field, value)
-    runs.append(methods_lib.settings(method, trial))
+    runs.append(family.settings(method, trial))
   if runs[0] != runs[1]:
     return
   key = field.rsplit('.', 1)[-1]
   own = f'per_method.{method}.{key}'
-  if own != field and key in methods_lib.SHARED[method] and _get(config, own) is not None:
+  if own != field and key in family.shared[method] and _get(config, own) is not None:
     why = (f'the config sets {own}={_get(config, own)!r}, which overrides it for '
            f'{method}; sweep {own} instead')
   else:
@@ -324,8 +385,8 @@ def _seed(value, what) -> int:
   return int(value)
 
 
-def _check_member_config(member, config):
+def _check_member_config(member, config, family):
   try:
-    config_lib.validate(member_config(config, member))
+    family.validate(member_config(config, member))
   except config_lib.ConfigError as e:
     raise SweepError(f'member {member.describe()}: {e}') from e

@@ -1,0 +1,43 @@
+r"""The sweep that chooses each method's learning rate in configs/reefl_mnist_baselines.py.
+
+  python -m experiments.sweep --config=configs/reefl_mnist_baselines.py \
+      --config.data.dir=../shared/data/mnist --sweep=configs/sweeps/reefl_mnist.py \
+      --workdir=runs/sweep-reefl-mnist
+  python -m experiments.sweep --config=configs/reefl_mnist.py \
+      --config.data.dir=../shared/data/mnist --sweep=configs/sweeps/reefl_mnist.py:ablations \
+      --workdir=runs/sweep-reefl-mnist-ablations
+
+Equal tuning effort: every method gets 3 configurations of its own starting
+learning rate ``per_method.<method>.lr`` (its default halved, kept, doubled:
+0.025 / 0.05 / 0.1 around the code's 0.05; DepthFL with FedDyn around its own
+0.1), at one seed (sized for a shared 2-core CPU; add seeds where there is
+time), everything else at the config's values. Each is chosen on the 10
+validation clients' accuracy, mean over exits, never on the test split; ``sweep.md``
+lists the ``--config.per_method.<method>.lr`` that runs the best. The default
+covers ReeFL and its baselines (the comparison table); ``:ablations`` the other
+ReeFL variants, on the same grid. ``--config.regimes='("frozen",)'`` (with a
+pretrained backbone) tunes another regime: the best settings differ by regime.
+
+Cost: 24 members (8 methods) by default; one member is one single run of its
+method (the compiled per-tier programs are shared between members).
+"""
+
+SEEDS = [0]
+LR = [0.025, 0.05, 0.1]         # the code's 0.05 (reeFL.yaml), halved and doubled
+FEDDYN_LR = [0.05, 0.1, 0.2]    # DepthFL + FedDyn's own 0.1 (depthFL_feddyn.yaml)
+
+COMPARISON = ('reefl', 'reefl_maximum', 'exclusivefl', 'inclusivefl', 'inclusivefl_nomd',
+              'depthfl', 'depthfl_feddyn', 'scalefl')
+ABLATIONS = ('reefl_lastkd', 'reefl_nokd', 'reefl_nomod')
+
+
+def grid(method):
+  values = FEDDYN_LR if method == 'depthfl_feddyn' else LR
+  return {'method': method, 'seeds': SEEDS, 'grid': {f'per_method.{method}.lr': values}}
+
+
+def get_sweep(variant: str = 'comparison'):
+  if variant not in ('comparison', 'ablations'):
+    raise ValueError(f"configs/sweeps/reefl_mnist.py:{variant}: expected 'comparison' "
+                     "or 'ablations'")
+  return [grid(m) for m in (COMPARISON if variant == 'comparison' else ABLATIONS)]

@@ -1,0 +1,172 @@
+"""ReeFL's per-method settings and its sweep: fields, equal effort, choice on validation."""
+
+import importlib
+import json
+import os
+
+import pytest
+
+from configs import reefl_common, reefl_test
+from mg import reefl_methods, reefl_run, reefl_sweep
+from mg.algorithms import baselines, reefl
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_per_method_fields_are_the_settings_each_method_reads():
+  assert set(reefl_common.PER_METHOD) == set(reefl.METHODS) | set(baselines.METHODS)
+  for method, fields in reefl_common.PER_METHOD.items():
+    assert set(fields) == set(reefl_methods.SHARED[method]), method
+
+
+def test_per_method_settings_fall_back_to_the_shared_fields():
+  config = reefl_test.get_config()
+  assert reefl_methods.settings('reefl', config) == {
+      'lr': config.fl.lr, 'min_lr': config.fl.min_lr, 'kd_rounds': config.fl.kd_rounds}
+  assert reefl_methods.settings('depthfl_feddyn', config)['lr'] == config.baselines.feddyn_lr
+  config.per_method.scalefl.lr = 0.2
+  config.per_method.scalefl.kd_weight = 0.5
+  assert reefl_methods.settings('scalefl', config)['lr'] == 0.2
+  assert reefl_methods.settings('depthfl', config)['lr'] == config.fl.lr
+  # ... and reach the algorithms: ScaleFL's options, each method's schedule.
+  assert reefl_run.baseline_options(config, 'scalefl').scalefl_kd_weight == 0.5
+  assert reefl_run.schedule(config, 'scalefl')[0] == 0.2
+  config.per_method.depthfl_feddyn.lr = 0.3
+  assert reefl_run.baseline_options(config, 'depthfl_feddyn').feddyn_lr == 0.3
+
+
+def test_per_method_field_a_method_does_not_read_is_an_error():
+  config = reefl_test.get_config()
+  config.lock()
+  with pytest.raises(AttributeError):
+    config.per_method.exclusivefl.kd_rounds = 10.0   # ExclusiveFL has no KD term
+  with pytest.raises(AttributeError):
+    config.per_method.reefl.learning_rate = 0.1      # misspelt
+  config.per_method.reefl.lr = -1.0
+  with pytest.raises(reefl_run.ConfigError, match='per_method.reefl.lr or fl.lr=-1.0'):
+    reefl_run.validate(config)
+
+
+# ---------------------------------------------------------------------- sweep
+
+
+def _grid(method, field, values):
+  return {'method': method, 'grid': {field: values}}
+
+
+@pytest.mark.parametrize('method, field, message', [
+    # DepthFL with FedDyn runs its own schedule (baselines.feddyn_lr), not fl.lr.
+    ('depthfl_feddyn', 'fl.lr', "'fl.lr' cannot vary in a sweep of depthfl_feddyn: it "
+     'does not reach depthfl_feddyn'),
+    ('depthfl', 'per_method.scalefl.lr', 'it does not reach depthfl'),
+    ('exclusivefl', 'fl.kd_rounds', 'it does not reach exclusivefl'),     # no KD term
+    ('reefl', 'fl.batch_size', 'not a traced hyperparameter'),            # a program shape
+])
+def test_swept_field_that_does_not_reach_its_method_is_refused(method, field, message):
+  with pytest.raises(reefl_sweep.spec_lib.SweepError, match=message):
+    reefl_sweep.members(_grid(method, field, [0.01, 0.02]), reefl_test.get_config())
+
+
+def test_shared_field_the_config_overrides_for_the_method_is_refused():
+  config = reefl_test.get_config()
+  config.per_method.reefl.lr = 0.1
+  with pytest.raises(reefl_sweep.spec_lib.SweepError,
+                     match="the config sets per_method.reefl.lr=0.1"):
+    reefl_sweep.members(_grid('reefl', 'fl.lr', [0.01, 0.02]), config)
+  assert len(reefl_sweep.members(_grid('depthfl', 'fl.lr', [0.01, 0.02]), config)) == 2
+
+
+def test_every_sweepable_field_reaches_its_method():
+  config = reefl_test.get_config()
+  for method, fields in reefl_sweep.FAMILY.fields.items():
+    for field in fields:
+      members = reefl_sweep.members(_grid(method, field, [0.125, 0.25]), config)
+      runs = [reefl_methods.settings(method, reefl_sweep.spec_lib.member_config(config, m))
+              for m in members]
+      assert runs[0] != runs[1], (method, field)
+
+
+def test_sweep_needs_validation_clients_and_one_regime():
+  config = reefl_test.get_config()
+  config.data.num_validation_clients = 0
+  with pytest.raises(reefl_sweep.spec_lib.SweepError, match='num_validation_clients'):
+    reefl_sweep.members(_grid('reefl', 'fl.lr', [0.1]), config)
+  config = reefl_test.get_config()
+  config.regimes = ('full', 'frozen')
+  with pytest.raises(reefl_sweep.spec_lib.SweepError, match='one regime'):
+    reefl_sweep.members(_grid('reefl', 'fl.lr', [0.1]), config)
+
+
+@pytest.mark.parametrize('name, config_module', [
+    ('reefl_mnist.py', 'reefl_mnist_baselines'), ('reefl_mnist.py:ablations', 'reefl_mnist'),
+    ('reefl_cifar10.py', 'reefl_cifar10')])
+def test_sweep_files_give_every_method_equal_effort(name, config_module):
+  config = importlib.import_module(f'configs.{config_module}').get_config()
+  members = reefl_sweep.members(
+      reefl_sweep.spec_lib.load(os.path.join(ROOT, 'configs', 'sweeps', name)), config)
+  configurations, seeds = {}, {}
+  for m in members:
+    assert all(f.startswith(f'per_method.{m.method}.') for f in m.values), m
+    configurations.setdefault(m.method, set()).add(tuple(sorted(m.values.items())))
+    seeds.setdefault(m.method, set()).add(m.seed)
+  assert len({len(c) for c in configurations.values()}) == 1, configurations
+  assert len({frozenset(s) for s in seeds.values()}) == 1, seeds
+  assert len(members) == sum(len(c) for c in configurations.values()) * len(
+      next(iter(seeds.values())))
+
+
+def test_sweep_files_cover_every_method():
+  from configs.sweeps import reefl_mnist  # pylint: disable=g-import-not-at-top
+  covered = {s['method'] for v in ('comparison', 'ablations') for s in reefl_mnist.get_sweep(v)}
+  assert covered == set(reefl_methods.SHARED)
+
+
+def _row(method, lr, validation, test, seed=0, diverged=False):
+  return {'member': f'{method}(lr={lr}, seed={seed})', 'method': method,
+          'hparams': {f'per_method.{method}.lr': lr}, 'seed': seed, 'diverged': diverged,
+          'diverged_round': 3 if diverged else None,
+          'validation_accuracy_mean': None if diverged else validation,
+          'validation_exit_accuracy': None if diverged else [validation] * 2,
+          'accuracy': None if diverged else test,
+          'exit_accuracy': None if diverged else [test] * 2, 'train_time_s': 1.0}
+
+
+def test_best_is_chosen_on_validation_never_on_test(tmp_path):
+  # The test split prefers lr 0.1, validation 0.05; a diverged member never wins.
+  rows = [_row('depthfl', 0.05, validation=0.80, test=0.60),
+          _row('depthfl', 0.1, validation=0.70, test=0.90),
+          _row('depthfl', 0.2, validation=None, test=None, diverged=True),
+          _row('scalefl', 0.05, validation=0.50, test=0.40)]
+  doc, text = reefl_sweep.write(str(tmp_path), rows, ['per_method.depthfl.lr'],
+                                title='t', extra={})
+  assert doc['best']['depthfl']['hparams'] == {'per_method.depthfl.lr': 0.05}
+  assert doc['best']['depthfl']['accuracy_mean'] == 0.60
+  assert '`--config.per_method.depthfl.lr=0.05`' in text and 'diverged (round 3)' in text
+  on_disk = json.loads((tmp_path / 'sweep.json').read_text())
+  assert len(on_disk['rows']) == 4 and (tmp_path / 'sweep.md').exists()
+
+
+def test_sweep_end_to_end_reuses_programs_and_resumes(tmp_path, capsys, reefl_programs):
+  config = reefl_test.get_config()
+  config.eval_every = 2                        # one evaluation, after the last round
+  members = reefl_sweep.members(_grid('depthfl', 'per_method.depthfl.lr', [0.05, 0.1]), config)
+  doc = reefl_sweep.run_sweep(config, members, str(tmp_path), programs=reefl_programs)
+  rows = doc['rows']
+  assert [r['hparams']['per_method.depthfl.lr'] for r in rows] == [0.05, 0.1]
+  for r in rows:
+    assert 0.0 <= r['validation_accuracy_mean'] <= 1.0 and 0.0 <= r['accuracy'] <= 1.0
+    assert len(r['validation_exit_accuracy']) == 2
+  best = doc['best']['depthfl']
+  assert best['validation_accuracy_mean'] == max(r['validation_accuracy_mean'] for r in rows)
+  # DepthFL's per-tier programs each compiled once: over rounds (a new learning rate
+  # and KD weight each round) and over members (another lr) alike.
+  compiled = reefl_programs['baselines']
+  assert sum(k[0] == 'exit_heads' for k in compiled) == 2
+  assert all(p._cache_size() == 1 for p in compiled.values())
+  for name in ('sweep.json', 'sweep.md', 'members.jsonl', 'metrics.jsonl', 'config.json'):
+    assert (tmp_path / name).exists(), name
+  # Rerunning keeps the finished members: nothing trains again.
+  capsys.readouterr()
+  again = reefl_sweep.run_sweep(config, members, str(tmp_path))
+  assert '[1/2]' not in capsys.readouterr().out
+  assert json.dumps(again['rows']) == json.dumps(rows)
