@@ -40,6 +40,12 @@ def test_bench_rows_and_last_line_json():
     # images per round = tasks x K x batch (MetaGater reads one batch per step).
     images = r['tasks_per_round'] * r['local_steps'] * r['batch_size']
     assert abs(r['images_per_second'] * r['seconds_per_round'] - images) < 1e-6 * images
+  # The PyTorch reference when torch imports (optional), else a note saying why not.
+  try:
+    import torch  # noqa: F401 pylint: disable=g-import-not-at-top,unused-import
+    assert all(r['vs_torch'] > 0 and r['torch_seconds_per_round'] > 0 for r in rows)
+  except ImportError:
+    assert any('torch is not installed' in note for note in result['notes'])
   assert rows[0]['mapping'] == 'fused'
   assert rows[1]['mapping'] == rows[2]['mapping'] == 'loop'  # the CPU default for a CNN
   assert '| strategy   | metagater    | fused' in out  # the table
