@@ -52,10 +52,12 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
+from experiments import bench_reefl
 from experiments import cli
 from mg import config as config_lib
 from mg import data as data_lib
 from mg import methods as methods_lib
+from mg import reefl_run
 from mg import torch_reference
 from mg.algorithms import common
 from mg.federated import backend
@@ -82,6 +84,8 @@ _SYNTHETIC = flags.DEFINE_bool('synthetic', False, 'Synthetic inputs even if the
 _SHARD = flags.DEFINE_bool('shard', True, 'Shard vmap/fused rounds over all devices.')
 _TORCH = flags.DEFINE_bool(
     'torch', True, 'Time the PyTorch reference round (mg.torch_reference) when torch imports.')
+_REEFL_CLIENT_IMAGES = flags.DEFINE_integer(
+    'reefl_client_images', 80, 'ReeFL configs: images per client (one local epoch).')
 _TUNE_CPU = flags.DEFINE_bool(
     'tune_cpu', True, 'Apply mg.federated.backend.CPU_FLAGS (--notune_cpu: XLA defaults).')
 
@@ -395,6 +399,19 @@ def run_bench(config) -> dict:
           'devices': jax.device_count(), 'notes': notes, 'rows': rows}
 
 
+def run_reefl_bench(config) -> dict:
+  """The ReeFL rows (``experiments.bench_reefl``); returns the final JSON object."""
+  device = jax.local_devices()[0]
+  print(f'backend {jax.default_backend()}, device {device.device_kind}, '
+        f'{jax.device_count()} device(s); ReeFL', flush=True)
+  print(HEADER, flush=True)
+  rows, note = bench_reefl.reefl_rows(config, time_row, _REEFL_CLIENT_IMAGES.value,
+                                      lambda row: print(_format_row(row), flush=True))
+  return {'backend': jax.default_backend(), 'device': device.device_kind,
+          'devices': jax.device_count(),
+          'notes': [note, f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"], 'rows': rows}
+
+
 def _counts(flag, values) -> str:
   """'' if every value of a list flag is an integer >= 1, else the problem."""
   for value in values:
@@ -436,12 +453,13 @@ def main(argv):
                            _MIN_ROUNDS.value, _MAX_SECONDS.value)
   if problems:
     sys.exit('error: ' + '; '.join(problems))
+  reefl_config = _CONFIG.value.get('system') == 'reefl'
   try:
-    config_lib.validate(_CONFIG.value)
+    (reefl_run.validate if reefl_config else config_lib.validate)(_CONFIG.value)
   except cli.USER_ERRORS as e:
     cli.exit_with(e)
   backend.configure(tune_cpu=_TUNE_CPU.value)
-  result = run_bench(_CONFIG.value)
+  result = run_reefl_bench(_CONFIG.value) if reefl_config else run_bench(_CONFIG.value)
   sys.stdout.write(json.dumps(result) + '\n')
 
 
