@@ -26,6 +26,15 @@ default strategy. Per row:
   (arguments + outputs + temporaries - aliased), the largest program for
   ``loop``; on GPU/TPU also the allocator's peak (``device_peak_bytes``).
 
+* ``torch_seconds_per_round``, ``torch_images_per_second``, ``vs_torch``
+  (torch s/round over this row's s/round): the PyTorch reference round
+  (``mg.torch_reference``, a plain per-client loop of the same round) timed
+  after each of this row's rounds; the ``torch`` strategy row is that round
+  itself. Absent when torch is not installed (optional; a note says so).
+
+For a ReeFL config (``config.system == 'reefl'``) the rows are
+``experiments.bench_reefl``'s: local training per tier and a whole round.
+
 When the config's dataset is not on this machine (or a row needs more tasks
 than it has), the rows use synthetic inputs of the dataset's shapes, placed on
 the device once, and say so (``data`` column). A table goes to stdout, and
@@ -34,6 +43,28 @@ the last line printed is one JSON object:
 "tasks_per_round", "local_steps", "batch_size", "seconds_per_round",
 "compile_seconds", "images_per_second", "roofline_images_per_second",
 "peak_memory_bytes", ...}]}``.
+
+Notes (2-core AVX-512 CPU shared with other jobs, load average 5-7; each
+figure a median of alternating runs in one process; README "Speed"):
+
+* PyTorch's threads. On the loaded machine the reference ran a CNN-4 step
+  (batch 64) at 161 images/s with 2 threads and 465 with 1 (OpenMP threads
+  wait on each other when the cores are oversubscribed; XLA's pool degrades
+  far less). ``vs_torch`` against 2 threads (the core count, the default)
+  read 4.2x for ``loop`` at K = 1; against 1 thread 1.26x (K = 1) and 0.82x
+  (K = 5): ``--torch_threads`` decides the comparison under load, so both
+  are reported, and 1.5x is not reached against the faster reference.
+* Batching several tasks' images into one convolution (what ``fused`` does
+  for all of them) does not pay on this CPU: a jitted CNN-4 step ran at 231 /
+  151 / 134 images/s at batch 64 / 128 / 256 (alternating), so chunks of
+  tasks were not built.
+* The JAX max-pool's tie rule in PyTorch (``amax`` over a reshape) made the
+  reference 1.6x slower; the reference keeps ``F.max_pool2d``
+  (``mg.torch_reference``).
+* Compile cache (``config.compile_cache_dir``): the digits default, all
+  methods, one repeat: compile 261 s of 470 s wall cold (56%), 49 s of 215 s
+  warm (23%). The bench itself does not use the cache, so its
+  ``compile_seconds`` are cold compiles.
 """
 
 from __future__ import annotations
@@ -84,6 +115,8 @@ _SYNTHETIC = flags.DEFINE_bool('synthetic', False, 'Synthetic inputs even if the
 _SHARD = flags.DEFINE_bool('shard', True, 'Shard vmap/fused rounds over all devices.')
 _TORCH = flags.DEFINE_bool(
     'torch', True, 'Time the PyTorch reference round (mg.torch_reference) when torch imports.')
+_TORCH_THREADS = flags.DEFINE_integer(
+    'torch_threads', 0, 'Threads of the PyTorch reference (0: the CPUs this process may use).')
 _REEFL_CLIENT_IMAGES = flags.DEFINE_integer(
     'reefl_client_images', 80, 'ReeFL configs: images per client (one local epoch).')
 _TUNE_CPU = flags.DEFINE_bool(
@@ -365,7 +398,7 @@ def torch_notes(methods) -> list:
     return ['PyTorch reference not timed (--notorch)']
   if not torch_reference.available():
     return ['PyTorch reference not timed: torch is not installed (it is optional)']
-  threads = torch_reference.set_threads()
+  threads = torch_reference.set_threads(_TORCH_THREADS.value or None)
   notes = [f'PyTorch reference: torch {torch_reference.torch.__version__}, '
            f'{threads} threads; vs_torch = torch s/round / this row s/round']
   notes += [f'no PyTorch reference for {name}' for name in methods

@@ -60,9 +60,9 @@ def cpu_count() -> int:
     return os.cpu_count() or 1
 
 
-def set_threads() -> int:
-  """``torch.set_num_threads`` to ``cpu_count()``; returns it."""
-  threads = cpu_count()
+def set_threads(threads: Optional[int] = None) -> int:
+  """``torch.set_num_threads(threads)``, default ``cpu_count()``; returns it."""
+  threads = threads or cpu_count()
   torch.set_num_threads(threads)
   return threads
 
