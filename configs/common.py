@@ -46,6 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every = 10
   config.keep_checkpoints = 3
   config.resume = True
+  # JAX's persistent compilation cache: a rerun loads its programs instead of
+  # compiling them (mg.federated.backend.compile_cache); '' turns it off.
+  config.compile_cache_dir = '~/.cache/mg/xla'
   # Fault injection for tests of the divergence guard: NaN parameters enter round
   # `debug_nan_round` (0: never) of `debug_nan_method` ('': every method).
   config.debug_nan_round = 0

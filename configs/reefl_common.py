@@ -51,6 +51,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every = 10
   config.keep_checkpoints = 2
   config.resume = True
+  # JAX's persistent compilation cache: a rerun loads its programs instead of
+  # compiling them (mg.federated.backend.compile_cache); '' turns it off.
+  config.compile_cache_dir = '~/.cache/mg/xla'
 
   config.data = ml_collections.ConfigDict()
   config.data.name = 'mnist'    # digits | mnist | cifar10 | cifar100

@@ -35,4 +35,5 @@ def get_config():
   config.fl.kd_rounds = 2.0
   config.eval_every = 1
   config.progress = False
+  config.compile_cache_dir = ''  # tests compile afresh, and write nothing outside
   return config

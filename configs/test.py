@@ -25,4 +25,5 @@ def get_config():
   config.meta.batch_size = 8
   config.eval_every = 1
   config.progress = False
+  config.compile_cache_dir = ''  # tests compile afresh, and write nothing outside
   return config

@@ -26,6 +26,15 @@ default strategy. Per row:
   (arguments + outputs + temporaries - aliased), the largest program for
   ``loop``; on GPU/TPU also the allocator's peak (``device_peak_bytes``).
 
+* ``torch_seconds_per_round``, ``torch_images_per_second``, ``vs_torch``
+  (torch s/round over this row's s/round): the PyTorch reference round
+  (``mg.torch_reference``, a plain per-client loop of the same round) timed
+  after each of this row's rounds; the ``torch`` strategy row is that round
+  itself. Absent when torch is not installed (optional; a note says so).
+
+For a ReeFL config (``config.system == 'reefl'``) the rows are
+``experiments.bench_reefl``'s: local training per tier and a whole round.
+
 When the config's dataset is not on this machine (or a row needs more tasks
 than it has), the rows use synthetic inputs of the dataset's shapes, placed on
 the device once, and say so (``data`` column). A table goes to stdout, and
@@ -34,6 +43,28 @@ the last line printed is one JSON object:
 "tasks_per_round", "local_steps", "batch_size", "seconds_per_round",
 "compile_seconds", "images_per_second", "roofline_images_per_second",
 "peak_memory_bytes", ...}]}``.
+
+Notes (2-core AVX-512 CPU shared with other jobs, load average 5-7; each
+figure a median of alternating runs in one process; README "Speed"):
+
+* PyTorch's threads. On the loaded machine the reference ran a CNN-4 step
+  (batch 64) at 161 images/s with 2 threads and 465 with 1 (OpenMP threads
+  wait on each other when the cores are oversubscribed; XLA's pool degrades
+  far less). ``vs_torch`` against 2 threads (the core count, the default)
+  read 4.2x for ``loop`` at K = 1; against 1 thread 1.26x (K = 1) and 0.82x
+  (K = 5): ``--torch_threads`` decides the comparison under load, so both
+  are reported, and 1.5x is not reached against the faster reference.
+* Batching several tasks' images into one convolution (what ``fused`` does
+  for all of them) does not pay on this CPU: a jitted CNN-4 step ran at 231 /
+  151 / 134 images/s at batch 64 / 128 / 256 (alternating), so chunks of
+  tasks were not built.
+* The JAX max-pool's tie rule in PyTorch (``amax`` over a reshape) made the
+  reference 1.6x slower; the reference keeps ``F.max_pool2d``
+  (``mg.torch_reference``).
+* Compile cache (``config.compile_cache_dir``): the digits default, all
+  methods, one repeat: compile 261 s of 470 s wall cold (56%), 49 s of 215 s
+  warm (23%). The bench itself does not use the cache, so its
+  ``compile_seconds`` are cold compiles.
 """
 
 from __future__ import annotations
@@ -52,10 +83,13 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
+from experiments import bench_reefl
 from experiments import cli
 from mg import config as config_lib
 from mg import data as data_lib
 from mg import methods as methods_lib
+from mg import reefl_run
+from mg import torch_reference
 from mg.algorithms import common
 from mg.federated import backend
 from mg.federated import mapping
@@ -65,7 +99,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file (configs/*.py).', lock_config=True)
 _METHODS = flags.DEFINE_list('methods', ['metagater'], 'Methods to time.')
 _STRATEGIES = flags.DEFINE_list(
-    'strategies', list(mapping.STRATEGIES), 'Client mappings of the first section.')
+    'strategies', list(mapping.STRATEGIES) + ['torch'],
+    "Client mappings of the first section ('torch': the PyTorch reference round).")
 _SCALE_TASKS = flags.DEFINE_list('scale_tasks', ['1', '5', '20', '80'],
                                  'Tasks per round of the scaling section.')
 _SCALE_STEPS = flags.DEFINE_list('scale_steps', ['1', '2', '5'],
@@ -78,6 +113,12 @@ _MAX_SECONDS = flags.DEFINE_float(
     'max_seconds', 30.0, 'Stop timing a row after this long (min_rounds still run).')
 _SYNTHETIC = flags.DEFINE_bool('synthetic', False, 'Synthetic inputs even if the data exist.')
 _SHARD = flags.DEFINE_bool('shard', True, 'Shard vmap/fused rounds over all devices.')
+_TORCH = flags.DEFINE_bool(
+    'torch', True, 'Time the PyTorch reference round (mg.torch_reference) when torch imports.')
+_TORCH_THREADS = flags.DEFINE_integer(
+    'torch_threads', 0, 'Threads of the PyTorch reference (0: the CPUs this process may use).')
+_REEFL_CLIENT_IMAGES = flags.DEFINE_integer(
+    'reefl_client_images', 80, 'ReeFL configs: images per client (one local epoch).')
 _TUNE_CPU = flags.DEFINE_bool(
     'tune_cpu', True, 'Apply mg.federated.backend.CPU_FLAGS (--notune_cpu: XLA defaults).')
 
@@ -181,17 +222,22 @@ def device_peak_bytes() -> Optional[int]:
   return None if not stats else stats.get('peak_bytes_in_use')
 
 
-def time_row(round_fn, state, data, key, step, step_args, steps_per_burst: int) -> dict:
+def time_row(round_fn, state, data, key, step, step_args, steps_per_burst: int,
+             reference=None) -> dict:
   """Compile, then alternate timed rounds with bursts of roofline steps.
 
-  Alternating makes both see the same machine load (medians of each).
+  Alternating makes both see the same machine load (medians of each). With a
+  ``reference`` (a PyTorch round, no arguments) each timed round is followed
+  by one reference round as well (``reference`` in the result: its median).
   """
   start = time.perf_counter()
   _block(round_fn(state, data, key))
   first = time.perf_counter() - start
   params, batch, step_key = step_args
   _block(step(params, batch, step_key))
-  round_times, step_times = [], []
+  if reference is not None:
+    reference()  # warm-up
+  round_times, step_times, reference_times = [], [], []
   budget_start = time.perf_counter()
   for t in range(_ROUNDS.value):
     if t >= _MIN_ROUNDS.value and time.perf_counter() - budget_start > _MAX_SECONDS.value:
@@ -203,17 +249,52 @@ def time_row(round_fn, state, data, key, step, step_args, steps_per_burst: int) 
       start = time.perf_counter()
       params, _ = _block(step(params, batch, step_key))
       step_times.append(time.perf_counter() - start)
+    if reference is not None:
+      start = time.perf_counter()
+      reference()
+      reference_times.append(time.perf_counter() - start)
   seconds = statistics.median(round_times)
   return dict(seconds=seconds, compile=max(first - seconds, 0.0),
               step=statistics.median(step_times), best=min(round_times),
-              rounds=len(round_times))
+              rounds=len(round_times),
+              reference=statistics.median(reference_times) if reference_times else None)
 
 
 # ----------------------------------------------------------------------------- rows
 
+# Methods with a PyTorch reference round (mg.torch_reference).
+TORCH_METHODS = ('metagater', 'metagater_nogate', 'metagater_unaccelerated')
+
+
+def torch_round(config, name, method, data, tasks: int, batch: int):
+  """The method's PyTorch round on ``data`` as a no-argument call, or None.
+
+  None when the method has no reference or ``--notorch``/torch is absent
+  (``run_bench`` says which in its notes). Every call starts from the same
+  state, as the JAX rows do.
+  """
+  if not _torch_timed(name):
+    return None
+  meta = config.meta
+  plain = name == 'metagater_unaccelerated'
+  reference = torch_reference.MetaGaterRound(
+      method.model, data, tasks_per_round=tasks, local_steps=meta.local_steps,
+      batch_size=batch, tau=config.model.tau,
+      regularizer='none' if name == 'metagater_nogate' else meta.regularizer,
+      alpha=1.0 if plain else meta.alpha, eta='beta' if plain else meta.eta,
+      seed=config.seed, **{k: float(v) for k, v in method.hparams.items()})
+  state = reference.init(method.model.init(jax.random.key(0)))
+
+  def run():
+    reference(state)
+  return run
+
 
 def bench_row(config, name, info, real_tasks, strategy, section, rooflines):
-  """Measures one (method, strategy, tasks, K) row; returns its dict."""
+  """Measures one (method, strategy, tasks, K) row; returns its dict.
+
+  ``strategy == 'torch'``: the PyTorch reference round itself (``torch_round``).
+  """
   meta = config.meta
   method = methods_lib.build(name, config, info)
   if method.algorithm is None:
@@ -221,9 +302,9 @@ def bench_row(config, name, info, real_tasks, strategy, section, rooflines):
   tasks = meta.tasks_per_round
   backend = jax.default_backend()
   devices = jax.device_count()
-  resolved = mapping.resolve_strategy(strategy, config.model.name, meta.local_steps,
-                                      devices=devices if _SHARD.value else 1,
-                                      tasks_per_round=tasks)
+  resolved = 'loop' if strategy == 'torch' else mapping.resolve_strategy(
+      strategy, config.model.name, meta.local_steps,
+      devices=devices if _SHARD.value else 1, tasks_per_round=tasks)
   mesh = sharding.round_mesh(_SHARD.value) if resolved in mapping.SHARDABLE else None
   key = jax.random.key(config.seed)
   if real_tasks is not None and real_tasks.count.shape[0] >= tasks:
@@ -251,8 +332,22 @@ def bench_row(config, name, info, real_tasks, strategy, section, rooflines):
   step, step_args = rooflines[roof_key]
   images = tasks * meta.local_steps * method.images_per_step * batch
   burst = int(min(max(images // batch, 1), 20))
-  t = time_row(round_fn, state, data, key, step, step_args, burst)
+  reference = torch_round(config, name, method, data, tasks, batch)
+  if strategy == 'torch':
+    # The reference in the JAX round's place: no second reference, no XLA program.
+    torch_fn, reference = reference, None
+    round_fn = mapping.Round(lambda *_: torch_fn(), 'torch', None, tasks,
+                             {'mapping': 'torch'}, programs={})
+  t = time_row(round_fn, state, data, key, step, step_args, burst, reference)
   roofline = batch / t['step']
+  torch_fields = {}
+  if t['reference'] is not None:
+    torch_fields = dict(torch_seconds_per_round=t['reference'],
+                        torch_images_per_second=images / t['reference'],
+                        vs_torch=t['reference'] / t['seconds'])
+  elif strategy == 'torch':
+    torch_fields = dict(torch_seconds_per_round=t['seconds'],
+                        torch_images_per_second=images / t['seconds'], vs_torch=1.0)
   row = dict(
       section=section, method=name, strategy=strategy, mapping=round_fn.mapping,
       model=config.model.name, tasks_per_round=tasks, local_steps=meta.local_steps,
@@ -261,9 +356,10 @@ def bench_row(config, name, info, real_tasks, strategy, section, rooflines):
       tasks_per_second=tasks / t['seconds'], roofline_images_per_second=roofline,
       ratio=images / t['seconds'] / roofline,
       best_seconds_per_round=t['best'],
-      peak_memory_bytes=memory_bytes(round_fn, state, data, key),
+      peak_memory_bytes=(None if strategy == 'torch'
+                         else memory_bytes(round_fn, state, data, key)),
       device_peak_bytes=device_peak_bytes(), rounds_timed=t['rounds'], data=source,
-      devices=sharding.num_shards(mesh), note=round_fn.note)
+      devices=sharding.num_shards(mesh), note=round_fn.note, **torch_fields)
   print(_format_row(row), flush=True)
   return row
 
@@ -278,17 +374,36 @@ def _with(config, **meta_fields):
 
 def _format_row(r) -> str:
   mem = '-' if r['peak_memory_bytes'] is None else f"{r['peak_memory_bytes'] / 2**20:.0f}"
+  vs_torch = f"{r['vs_torch']:.2f}" if r.get('vs_torch') is not None else '-'
   return (f"| {r['section']:10s} | {r['method']:12s} | {r['strategy']:7s} | "
           f"{r['mapping'] or '-':7s} | {r['tasks_per_round']:5d} | {r['local_steps']:2d} | "
           f"{r['batch_size']:5d} | {r['seconds_per_round']:9.4f} | "
           f"{r['compile_seconds']:8.2f} | {r['images_per_second']:10.0f} | "
           f"{r['tasks_per_second']:8.2f} | {r['roofline_images_per_second']:10.0f} | "
-          f"{r['ratio']:5.2f} | {mem:>7s} | {r['data']} |")
+          f"{r['ratio']:5.2f} | {vs_torch:>8s} | {mem:>7s} | {r['data']} |")
 
 
 HEADER = ('| section    | method       | asked   | ran     | tasks |  K | batch | '
-          's/round   | compile  | img/s      | tasks/s  | roof img/s | ratio | mem MiB | '
-          'data |\n' + '|' + '---|' * 15)
+          's/round   | compile  | img/s      | tasks/s  | roof img/s | ratio | vs torch | '
+          'mem MiB | data |\n' + '|' + '---|' * 16)
+
+
+def _torch_timed(name) -> bool:
+  return _TORCH.value and torch_reference.available() and name in TORCH_METHODS
+
+
+def torch_notes(methods) -> list:
+  """Why the PyTorch reference is not timed, where it is not; its threads where it is."""
+  if not _TORCH.value:
+    return ['PyTorch reference not timed (--notorch)']
+  if not torch_reference.available():
+    return ['PyTorch reference not timed: torch is not installed (it is optional)']
+  threads = torch_reference.set_threads(_TORCH_THREADS.value or None)
+  notes = [f'PyTorch reference: torch {torch_reference.torch.__version__}, '
+           f'{threads} threads; vs_torch = torch s/round / this row s/round']
+  notes += [f'no PyTorch reference for {name}' for name in methods
+            if name not in TORCH_METHODS]
+  return notes
 
 
 def run_bench(config) -> dict:
@@ -299,9 +414,12 @@ def run_bench(config) -> dict:
   print(f'backend {jax.default_backend()}, device {device.device_kind}, '
         f'{jax.device_count()} device(s); {data_note}', flush=True)
   print(HEADER, flush=True)
+  notes += torch_notes(_METHODS.value)
   rows, rooflines = [], {}
   for name in _METHODS.value:
     for strategy in _STRATEGIES.value:
+      if strategy == 'torch' and not _torch_timed(name):
+        continue
       rows.append(bench_row(config, name, info, real_tasks, strategy, 'strategy',
                             rooflines))
     for tasks in map(int, _SCALE_TASKS.value):
@@ -312,6 +430,19 @@ def run_bench(config) -> dict:
                             _SCALE_STRATEGY.value, 'steps', rooflines))
   return {'backend': jax.default_backend(), 'device': device.device_kind,
           'devices': jax.device_count(), 'notes': notes, 'rows': rows}
+
+
+def run_reefl_bench(config) -> dict:
+  """The ReeFL rows (``experiments.bench_reefl``); returns the final JSON object."""
+  device = jax.local_devices()[0]
+  print(f'backend {jax.default_backend()}, device {device.device_kind}, '
+        f'{jax.device_count()} device(s); ReeFL', flush=True)
+  print(HEADER, flush=True)
+  rows, note = bench_reefl.reefl_rows(config, time_row, _REEFL_CLIENT_IMAGES.value,
+                                      lambda row: print(_format_row(row), flush=True))
+  return {'backend': jax.default_backend(), 'device': device.device_kind,
+          'devices': jax.device_count(),
+          'notes': [note, f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"], 'rows': rows}
 
 
 def _counts(flag, values) -> str:
@@ -332,8 +463,8 @@ def flag_problems(methods, strategies, scale_tasks, scale_steps, rounds, min_rou
       problems.append(f'--methods: {name!r} is not a method with its own round; expected '
                       f'some of {trainable}')
   for strategy in strategies:
-    if strategy != 'auto' and strategy not in mapping.STRATEGIES:
-      problems.append(f'unknown strategy {strategy!r}; expected auto or one of '
+    if strategy not in ('auto', 'torch') and strategy not in mapping.STRATEGIES:
+      problems.append(f'unknown strategy {strategy!r}; expected auto, torch or one of '
                       f'{mapping.STRATEGIES}')
   problems += [p for p in (_counts('scale_tasks', scale_tasks),
                            _counts('scale_steps', scale_steps)) if p]
@@ -355,12 +486,13 @@ def main(argv):
                            _MIN_ROUNDS.value, _MAX_SECONDS.value)
   if problems:
     sys.exit('error: ' + '; '.join(problems))
+  reefl_config = _CONFIG.value.get('system') == 'reefl'
   try:
-    config_lib.validate(_CONFIG.value)
+    (reefl_run.validate if reefl_config else config_lib.validate)(_CONFIG.value)
   except cli.USER_ERRORS as e:
     cli.exit_with(e)
   backend.configure(tune_cpu=_TUNE_CPU.value)
-  result = run_bench(_CONFIG.value)
+  result = run_reefl_bench(_CONFIG.value) if reefl_config else run_bench(_CONFIG.value)
   sys.stdout.write(json.dumps(result) + '\n')
 
 

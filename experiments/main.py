@@ -11,6 +11,7 @@ rerunning the same command with the same ``--workdir`` resumes the run.
 import os
 import shlex
 import sys
+import time
 
 from absl import app
 from absl import flags
@@ -43,15 +44,18 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # library progress notes (checkpoints)
   # XLA:CPU options and multi-host set-up must come before any JAX computation.
-  backend.configure(_CONFIG.value.get('distributed'))
+  backend.configure(_CONFIG.value.get('distributed'),
+                    compile_cache_dir=_CONFIG.value.get('compile_cache_dir'))
   config_name = os.path.splitext(os.path.basename(flags.FLAGS['config'].config_filename))[0]
   workdir = _WORKDIR.value or run_lib.default_workdir(config_name)
   print(f'workdir: {workdir}', flush=True)
+  start = time.perf_counter()
   try:
-    if _CONFIG.value.get('system') == 'reefl':
-      reefl_run.run(_CONFIG.value, workdir)
-    else:
-      run_lib.run(_CONFIG.value, workdir)
+    with backend.CompileClock() as clock:
+      if _CONFIG.value.get('system') == 'reefl':
+        reefl_run.run(_CONFIG.value, workdir)
+      else:
+        run_lib.run(_CONFIG.value, workdir)
   except checkpoint_lib.Interrupted as e:
     print(f'interrupted at {e.where}; its progress is checkpointed in '
           f'{os.path.join(workdir, checkpoint_lib.CHECKPOINT_DIR)}; resume with:\n'
@@ -59,6 +63,9 @@ def main(argv):
     sys.exit(e.exit_code)
   except (*cli.USER_ERRORS, OSError) as e:
     cli.exit_with(e)
+  wall = time.perf_counter() - start
+  print(f'compile: {clock.seconds:.1f} s of {wall:.1f} s wall ({clock.seconds / wall:.0%}; '
+        'tracing, lowering and compiling or loading from the compile cache)', flush=True)
 
 
 if __name__ == '__main__':

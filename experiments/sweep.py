@@ -62,7 +62,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
-  backend.configure(config.get('distributed'))  # as experiments.main does
+  backend.configure(config.get('distributed'),  # as experiments.main does
+                    compile_cache_dir=config.get('compile_cache_dir'))
   config_name = os.path.splitext(os.path.basename(flags.FLAGS['config'].config_filename))[0]
   sweep_name = os.path.splitext(os.path.basename(_SWEEP.value.partition(':')[0]))[0]
   variant = _SWEEP.value.partition(':')[2]

@@ -203,7 +203,8 @@ def validate_tasks(config, fed) -> None:
 
 # Fields that change how a run is carried out, not what it computes: a run may
 # be resumed with other values of these.
-RESUMABLE_FIELDS = ('resume', 'progress', 'checkpoint_every', 'keep_checkpoints')
+RESUMABLE_FIELDS = ('resume', 'progress', 'checkpoint_every', 'keep_checkpoints',
+                    'compile_cache_dir')
 
 
 def _flatten(tree, prefix=''):

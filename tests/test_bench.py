@@ -40,6 +40,12 @@ def test_bench_rows_and_last_line_json():
     # images per round = tasks x K x batch (MetaGater reads one batch per step).
     images = r['tasks_per_round'] * r['local_steps'] * r['batch_size']
     assert abs(r['images_per_second'] * r['seconds_per_round'] - images) < 1e-6 * images
+  # The PyTorch reference when torch imports (optional), else a note saying why not.
+  try:
+    import torch  # noqa: F401 pylint: disable=g-import-not-at-top,unused-import
+    assert all(r['vs_torch'] > 0 and r['torch_seconds_per_round'] > 0 for r in rows)
+  except ImportError:
+    assert any('torch is not installed' in note for note in result['notes'])
   assert rows[0]['mapping'] == 'fused'
   assert rows[1]['mapping'] == rows[2]['mapping'] == 'loop'  # the CPU default for a CNN
   assert '| strategy   | metagater    | fused' in out  # the table
@@ -60,3 +66,19 @@ def test_bad_flags_stop_before_any_work_in_one_line(flag, message):
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], lines
   assert proc.stdout == ''  # nothing measured
+
+
+def test_reefl_rows_per_tier_and_round():
+  """A ReeFL config: one row per tier and one for a round, each against its roofline."""
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.bench', '--config=configs/reefl_test.py',
+       '--rounds=1', '--min_rounds=1', '--reefl_client_images=8'],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = json.loads(proc.stdout.strip().splitlines()[-1])['rows']
+  assert [(r['section'], r['tier']) for r in rows] == [('tier0', 0), ('tier1', 1),
+                                                       ('round', None)]
+  for r in rows:
+    assert all(field in r for field in FIELDS), r
+    assert r['seconds_per_round'] > 0 and r['roofline_images_per_second'] > 0
+  assert rows[-1]['tasks_per_round'] == 4  # fl.clients_per_round

@@ -1,7 +1,16 @@
-"""Process-wide backend set-up: XLA:CPU options and multi-host start-up.
+"""Process-wide backend set-up: XLA:CPU options, compile cache, multi-host start-up.
 
-Both act only before JAX starts its backends (the first device query or
+All act only before JAX starts its backends (the first device query or
 computation), so an entry point calls ``configure`` first thing.
+
+Compile cache (``config.compile_cache_dir``): JAX's persistent compilation
+cache (``jax_compilation_cache_dir``), so a rerun of a config loads its
+programs instead of compiling them. Every program is cached whatever its
+compile time (``jax_persistent_cache_min_compile_time_secs = 0``): the many
+small programs of a run (adaptation, evaluation, the loop round's pieces) add
+up. A ``JAX_COMPILATION_CACHE_DIR`` in the environment wins. ``CompileClock``
+sums the compile time JAX reports (tracing, lowering, backend compile or cache
+load), the figure ``experiments.main`` prints at the end of a run.
 
 XLA:CPU options (measured with ``python -m experiments.bench``; README
 "Speed"): by default XLA:CPU hands convolutions, dots *and* elementwise and
@@ -16,6 +25,7 @@ its convolution fusion: slower) and XNNPACK graph fusion.
 
 from __future__ import annotations
 
+import collections
 import os
 import warnings
 
@@ -44,13 +54,71 @@ def cpu_flags(existing: str = '') -> str:
   return ' '.join(flags)
 
 
-def configure(distributed=None, *, tune_cpu: bool = True) -> None:
-  """Sets the XLA:CPU options and joins a multi-host run when configured.
+def compile_cache(directory) -> str:
+  """Turns on JAX's persistent compilation cache in ``directory`` ('' or None: off).
+
+  Returns the directory in use ('' when off); ``JAX_COMPILATION_CACHE_DIR`` in
+  the environment wins over ``directory``.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  directory = os.environ.get('JAX_COMPILATION_CACHE_DIR') or directory
+  if not directory:
+    return ''
+  directory = os.path.expanduser(directory)
+  jax.config.update('jax_compilation_cache_dir', directory)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  return directory
+
+
+# JAX's events for the stages of making a program (jax._src.dispatch).
+COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
+                  '/jax/core/compile/jaxpr_to_mlir_module_duration',
+                  '/jax/core/compile/backend_compile_duration')
+
+
+class CompileClock:
+  """Seconds JAX spends making programs while active (a context manager).
+
+  ``seconds`` sums ``COMPILE_EVENTS`` (tracing, lowering, and compiling or
+  loading from the persistent cache); ``by_event`` splits it.
+  """
+
+  def __init__(self):
+    self.by_event = collections.Counter()
+    self._active = False
+
+  def _listen(self, event: str, duration: float, **_):
+    if self._active and event in COMPILE_EVENTS:
+      self.by_event[event] += duration
+
+  @property
+  def seconds(self) -> float:
+    return float(sum(self.by_event.values()))
+
+  def __enter__(self):
+    from jax import monitoring  # pylint: disable=g-import-not-at-top
+    self._active = True
+    monitoring.register_event_duration_secs_listener(self._listen)
+    return self
+
+  def __exit__(self, *exc):
+    from jax._src import monitoring  # pylint: disable=g-import-not-at-top
+    self._active = False
+    try:
+      monitoring.unregister_event_duration_listener(self._listen)
+    except (AttributeError, AssertionError, ValueError):
+      pass  # an older JAX: the listener stays, inactive
+    return False
+
+
+def configure(distributed=None, *, tune_cpu: bool = True, compile_cache_dir=None) -> None:
+  """Sets the XLA:CPU options and compile cache; joins a multi-host run when configured.
 
   Args:
     distributed: ``config.distributed`` (see ``initialize_distributed``) or None.
     tune_cpu: add ``CPU_FLAGS`` to ``XLA_FLAGS`` (a user's own setting of the
       same flag wins).
+    compile_cache_dir: ``config.compile_cache_dir`` (see ``compile_cache``).
   """
   if tune_cpu:
     wanted = cpu_flags(os.environ.get('XLA_FLAGS', ''))
@@ -60,4 +128,5 @@ def configure(distributed=None, *, tune_cpu: bool = True) -> None:
                       'mg.federated.backend.configure() was called', stacklevel=2)
       else:
         os.environ['XLA_FLAGS'] = wanted
+  compile_cache(compile_cache_dir)
   initialize_distributed(distributed)

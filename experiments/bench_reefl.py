@@ -1,0 +1,141 @@
+r"""ReeFL rows of ``python -m experiments.bench``: local training per tier, one round.
+
+  python -m experiments.bench --config=configs/reefl_mnist.py
+
+For a ReeFL config (``config.system == 'reefl'``), method ``reefl`` in the
+config's first regime, on synthetic inputs of the dataset's shapes (speed does
+not depend on the pixels):
+
+* one row per budget tier (``section`` 'tier<t>'): one client's local training
+  program (``mg.algorithms.reefl.make_local_train``: one epoch of
+  ``--reefl_client_images`` images in batches of ``fl.batch_size``, KD and
+  clipping included) against that tier's single-step roofline, one jitted
+  ``value_and_grad`` + clipped SGD step of the same loss on one batch, timed
+  in alternation;
+* one row for a whole round (``section`` 'round'): ``fl.clients_per_round``
+  clients of tiers ``i mod E`` one after another plus the float64 aggregation
+  (``mg.algorithms.reefl.train_round``); its roofline is the round's steps at
+  the tier rows' step times.
+
+Rows have the fields of the MetaGater rows (``tasks_per_round`` = clients,
+``local_steps`` = batches per client) plus ``tier``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from mg import reefl_run
+from mg.algorithms import reefl
+from mg.data.specs import SPECS
+from mg.models import vit
+
+
+def _synthetic(key, count: int, shape, num_classes: int):
+  kx, ky = jax.random.split(key)
+  images = jax.random.normal(kx, (count,) + tuple(shape), jnp.float32)
+  return images, jax.random.randint(ky, (count,), 0, num_classes, jnp.int32)
+
+
+def _tier_step(cfg, tier: int, local, like):
+  """One jitted local step of a tier (loss, value_and_grad, clip, SGD)."""
+  mode = jnp.int32(reefl.KD_MODES.index(local.kd_mode))
+
+  def loss_fn(trainable, frozen, x, y, w):
+    params = reefl.unflatten({**trainable, **frozen}, like)
+    logits = jnp.stack(vit.apply(params, x, cfg, tier))
+    return reefl.local_loss(logits, y, w, jnp.zeros((tier + 1,)), 1.0, local, mode)[0]
+
+  @jax.jit
+  def step(shared, batch, key):
+    del key
+    trainable, frozen = shared
+    x, y = batch
+    grads = jax.grad(loss_fn)(trainable, frozen, x, y, jnp.ones(y.shape, jnp.float32))
+    grads = jax.tree.map(lambda g: jnp.clip(g, -local.clip, local.clip), grads)
+    return (jax.tree.map(lambda p, g: p - 0.01 * g, trainable, grads), frozen), None
+
+  return step
+
+
+def reefl_rows(config, time_row, client_images: int, print_row) -> tuple[list, str]:
+  """The ReeFL rows (module docstring) and the data note.
+
+  ``time_row``: ``experiments.bench.time_row``; ``print_row(row)`` prints one.
+  """
+  fl = config.fl
+  spec = SPECS[config.data.name]
+  kd_mode, modulation = reefl.METHODS['reefl']
+  cfg = reefl_run.model_config(config, modulation)
+  regime = config.regimes[0]
+  if regime == 'lora':
+    cfg = cfg._replace(lora_rank=config.model.lora_rank, lora_alpha=config.model.lora_alpha)
+  params = reefl_run.initial_params(config, cfg, jax.random.PRNGKey(config.seed))
+  local = reefl.LocalConfig(batch_size=fl.batch_size, clip=fl.clip, ema=fl.ema,
+                            temperature=fl.temperature, kd_mode=kd_mode)
+  clients = fl.clients_per_round
+  images, labels = _synthetic(jax.random.PRNGKey(1), clients * client_images,
+                              spec.input_shape, spec.num_classes)
+  steps = -(-client_images // fl.batch_size)
+  batch = (images[:fl.batch_size], labels[:fl.batch_size])
+  key = jax.random.PRNGKey(2)
+  programs = {}  # tier -> compiled local training, shared by the tier rows and the round
+  alg = reefl.reefl(cfg, params, regime=regime, local=local,
+                    hp=reefl.Hparams(rounds=fl.rounds, lr=fl.lr, min_lr=fl.min_lr,
+                                     kd_rounds=fl.kd_rounds), programs=programs)
+  state = alg.init(params)
+  common = dict(section='tier', method='reefl', strategy='loop', mapping='loop',
+                batch_size=fl.batch_size, data='synthetic', devices=1, note='',
+                peak_memory_bytes=None, device_peak_bytes=None)
+  rows, step_seconds, steps_of = [], {}, {}
+  for tier in range(cfg.num_exits):
+    like = vit.tier_params(params, tier, cfg)
+    shared = alg.broadcast(state, tier)
+    program = programs[tier] = reefl.make_local_train(cfg, tier, local, like, regime)
+    data = reefl.ClientData(jnp.arange(client_images, dtype=jnp.int32),
+                            jnp.int32(client_images), tier)
+    mode = jnp.int32(reefl.KD_MODES.index(kd_mode))
+
+    def one_client(s, d, k, program=program, shared=shared, data=data, mode=mode):
+      del s, d
+      return program(shared[0], shared[1], images, labels, data.index, data.count, k,
+                     jnp.float32(fl.lr), jnp.float32(1.0), mode)
+
+    step = steps_of[tier] = _tier_step(cfg, tier, local, like)
+    t = time_row(one_client, None, None, key, step, (shared, batch, key), steps)
+    step_seconds[tier] = t['step']
+    rows.append(_row(dict(common, section=f'tier{tier}'), t, model=f'vit-tier{tier}', tier=tier,
+                     tasks=1, steps=steps))
+    print_row(rows[-1])
+
+  client_list = [reefl.ClientData(jnp.arange(client_images, dtype=jnp.int32) + i * client_images,
+                                  jnp.int32(client_images), i % cfg.num_exits, i)
+                 for i in range(clients)]
+
+  def one_round(s, d, k):
+    del d
+    return reefl.train_round(alg, s, client_list, images, labels, range(clients), k, 1)[0]
+
+  last = cfg.num_exits - 1
+  t = time_row(one_round, state, None, key, steps_of[last],
+               (alg.broadcast(state, last), batch, key), steps)
+  t['step'] = (sum(step_seconds[c.tier] for c in client_list) / clients)
+  rows.append(_row(dict(common, section='round'), t, model='vit-all-tiers', tier=None,
+                   tasks=clients, steps=steps))
+  print_row(rows[-1])
+  return rows, (f'ReeFL: synthetic inputs of {spec.name} shapes, {client_images} images '
+                f'per client, regime {regime}; round roofline = its steps at the tier '
+                'rows\' step times')
+
+
+def _row(common, t, *, model, tier, tasks, steps) -> dict:
+  images = tasks * steps * common['batch_size']
+  roofline = common['batch_size'] / t['step']
+  return dict(
+      common, model=model, tier=tier, tasks_per_round=tasks, local_steps=steps,
+      seconds_per_round=t['seconds'], compile_seconds=t['compile'],
+      images_per_round=images, images_per_second=images / t['seconds'],
+      tasks_per_second=tasks / t['seconds'], roofline_images_per_second=roofline,
+      ratio=images / t['seconds'] / roofline, best_seconds_per_round=t['best'],
+      rounds_timed=t['rounds'])
