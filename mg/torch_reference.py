@@ -28,7 +28,9 @@ K = 1: 118 vs 189 images/s under load 4.7, same process), so the reference
 keeps the faster, plain ``F.max_pool2d``: the comparison does not favour JAX.
 
 torch is optional (not in requirements.txt): ``available()`` says whether it
-imports. The thread count is set to the CPUs this process may use.
+imports. ``set_threads`` sets PyTorch's threads, by default to the CPUs this
+process may use (on an oversubscribed machine 1 thread ran faster: the notes of
+``experiments.bench``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import math
 import os
 from typing import Optional
 
+import jax
 import numpy as np
 
 try:
@@ -76,7 +79,6 @@ def to_torch(params) -> dict:
   Convolution kernels go from HWIO to OIHW; every other leaf keeps its layout
   (a dense kernel stays (d_in, d_out)).
   """
-  import jax  # pylint: disable=g-import-not-at-top
   flat = {}
   for path, leaf in jax.tree_util.tree_leaves_with_path(params):
     name = '/'.join(str(getattr(k, 'key', k)) for k in path)
