@@ -41,8 +41,8 @@ def grid(method, seeds=None, **values):
 
 def get_sweep(variant: str = 'defaults'):
   if variant == 'bench':
-    return {'method': 'metagater', 'grid': {'meta.beta': BETAS, 'meta.rho': RHOS},
-            'seeds': [0]}
+    return {'method': 'metagater', 'seeds': [0],
+            'grid': {'per_method.metagater.beta': BETAS, 'per_method.metagater.rho': RHOS}}
   if variant == 'small':
     return [
         grid('fedavg', [0], local_lr=[0.05, 0.1], adapt_lr=[0.05, 0.1]),
