@@ -199,7 +199,7 @@ MEMBER_MAPPINGS = ('vmap', 'loop')
 
 
 def default_member_mapping(backend: str, model_name: str) -> str:
-  """How a sweep maps its members, measured (``experiments.sweep --bench``).
+  """How a sweep maps its members, measured (``experiments.sweep --members=...``).
 
   * ``vmap``: one batched program over every member. On XLA:CPU a
     convolution over per-member weights becomes a grouped convolution (DESIGN.md
@@ -294,17 +294,22 @@ def _looped(member_step, evaluate_one) -> Program:
   """``Program`` over the ``(G, M)`` slots by host loops over one-member functions.
 
   ``member_step`` is traced by no outer ``jit``: its round is the single run's
-  (a ``loop`` round dispatches one compiled program per task). A group's data
-  are sliced out once per stacked array and reused across rounds.
+  (a ``loop`` round dispatches one compiled program per task). A group's data,
+  and for evaluation each of its tasks, are sliced out once per stacked array
+  and reused across rounds and members.
   """
   slices = {}
 
-  def group(tree, g):
-    key = (id(tree), g)
+  def group(tree, g, per_task=False):
+    key = (id(tree), g, per_task)
     if key not in slices:
       if len(slices) > 64:  # keys of stacked arrays no longer in use
         slices.clear()
-      slices[key] = (tree, jax.tree.map(lambda a: a[g], tree))
+      part = jax.tree.map(lambda a: a[g], tree)
+      if per_task:
+        part = [jax.tree.map(lambda a: a[j], part)  # pylint: disable=cell-var-from-loop
+                for j in range(part.count.shape[0])]
+      slices[key] = (tree, part)
     return slices[key][1]
 
   def step(state, alive, diverged_round, train, train_keys, t):
@@ -322,13 +327,10 @@ def _looped(member_step, evaluate_one) -> Program:
     outputs = []
     for g, m in np.ndindex(shape):
       member = jax.tree.map(lambda a: a[g, m], state)  # pylint: disable=cell-var-from-loop
-      sup, qry = group(support, g), group(query, g)
       outputs.extend(
-          evaluate_one(member, adapt_lr[g, m], keys[g, m], t,
-                       jax.tree.map(lambda a: a[j], sup),  # pylint: disable=cell-var-from-loop
-                       jax.tree.map(lambda a: a[j], qry),  # pylint: disable=cell-var-from-loop
+          evaluate_one(member, adapt_lr[g, m], keys[g, m], t, sup, qry,
                        jnp.asarray(j, jnp.int32))
-          for j in range(tasks))
+          for j, (sup, qry) in enumerate(zip(group(support, g, True), group(query, g, True))))
     return _stack_slots(outputs, shape + (tasks,))
 
   return Program(step=step, evaluate=evaluate)
