@@ -44,16 +44,18 @@ the last line printed is one JSON object:
 "compile_seconds", "images_per_second", "roofline_images_per_second",
 "peak_memory_bytes", ...}]}``.
 
-Notes (2-core AVX-512 CPU shared with other jobs, load average 5-7; each
-figure a median of alternating runs in one process; README "Speed"):
+Notes (2-core AVX-512 CPU; each figure a median of alternating runs in one
+process; README "Speed"):
 
-* PyTorch's threads. On the loaded machine the reference ran a CNN-4 step
-  (batch 64) at 161 images/s with 2 threads and 465 with 1 (OpenMP threads
-  wait on each other when the cores are oversubscribed; XLA's pool degrades
-  far less). ``vs_torch`` against 2 threads (the core count, the default)
-  read 4.2x for ``loop`` at K = 1; against 1 thread 1.26x (K = 1) and 0.82x
-  (K = 5): ``--torch_threads`` decides the comparison under load, so both
-  are reported, and 1.5x is not reached against the faster reference.
+* PyTorch's threads. Under load (other jobs on the 2 cores) the reference
+  ran a CNN-4 step (batch 64) at 161 images/s with 2 threads and 465 with 1
+  (OpenMP threads wait on each other when the cores are oversubscribed; XLA's
+  pool degrades far less); on the idle machine 2 threads are its best for the
+  CNN (a round at 1,378 vs 763 images/s) and 1 thread for the MLP (19,391 vs
+  17,560). ``--torch_threads`` decides the comparison, so README reports
+  both: with XLA's own kernels (``mg.federated.backend``) ``loop`` is at
+  1.22-1.32x the 2-thread round at K = 1 and 1.00x at K = 5, 1.65-2.02x the
+  1-thread one; the MLP at 2.3-2.7x either.
 * Batching several tasks' images into one convolution (what ``fused`` does
   for all of them) does not pay on this CPU: a jitted CNN-4 step ran at 231 /
   151 / 134 images/s at batch 64 / 128 / 256 (alternating), so chunks of

@@ -13,14 +13,29 @@ sums the compile time JAX reports (tracing, lowering, backend compile or cache
 load), the figure ``experiments.main`` prints at the end of a run.
 
 XLA:CPU options (measured with ``python -m experiments.bench``; README
-"Speed"): by default XLA:CPU hands convolutions, dots *and* elementwise and
-reduction fusions to its YNNPACK library. For the MetaGater networks the
-elementwise/reduction part is slower than XLA's own fused loops (the ReLU,
-gate and max-pool backward passes): keeping YNNPACK for convolutions and dots
-only ran a CNN-4 training step ~1.3x faster (CIFAR-10 shapes, batch 64, 2
-cores: 1,131 -> 1,469 images/s, medians of 5 alternating processes); no
-change for the MLP. Tried without a gain: oneDNN (``xla_cpu_use_onednn``,
-its convolution fusion: slower) and XNNPACK graph fusion.
+"Speed"): by default XLA:CPU hands convolutions, dots and elementwise and
+reduction fusions to its YNNPACK library. For the networks here XLA's own
+kernels are faster, so YNNPACK is turned off (an empty fusion-type list).
+CNN-4 at CIFAR-10 shapes (20 tasks, batch 64, the ``loop`` round; one process
+per setting, the 2-core CPU otherwise idle; ``vs torch``: the 1-thread
+PyTorch reference timed in alternation in the same process):
+
+  fusion types handed to YNNPACK      K=1 images/s  K=5 images/s  vs torch
+  (none: the default here)             1,512-1,732   1,319-1,326   1.66-2.10
+  individual_dot                       1,306-1,464   1,460         1.72-1.83
+  individual_dot,individual_convolution 1,007-1,077  861-965       1.10-1.26
+
+Per convolution (batch 64, fwd + both gradients): 16x16 32->64 channels 50 ms
+with YNNPACK, 10.6 ms with XLA's own (PyTorch, 1 thread: 31 ms). The MLP
+(MNIST, 5 tasks, K = 5: 58-72k images/s under each setting) and the ReeFL ViT
+(a round of 10 clients: 0.99 s vs 1.00 s) do not change measurably. Earlier,
+against the default of YNNPACK for everything, keeping it for convolutions and
+dots only had run a step 1.3x faster (1,131 -> 1,469 images/s): every part
+handed to YNNPACK was the slower one. Also tried without a gain: oneDNN
+(``xla_cpu_use_onednn``: 18.3 ms for the convolution above), XNNPACK graph
+fusion, and two independent accumulator chains in the ``loop`` round so that
+two tasks' programs could overlap (1,008 vs 959 images/s at K = 1, 985 vs
+1,033 at K = 5: XLA already uses both cores).
 """
 
 from __future__ import annotations
@@ -33,7 +48,7 @@ from mg.federated.sharding import initialize_distributed  # noqa: F401 (re-expor
 
 # Flag -> value; each is only added when XLA_FLAGS does not set that flag already.
 CPU_FLAGS = {
-    'xla_cpu_experimental_ynn_fusion_type': 'individual_dot,individual_convolution',
+    'xla_cpu_experimental_ynn_fusion_type': '',   # YNNPACK off (module docstring)
 }
 
 

@@ -26,7 +26,9 @@ POOLS = (None, 'max', 'mean')
 # ~1.1x faster (CIFAR-10, batch 64: 1,469 -> 1,647 images/s), since a
 # few-channel input is the slow case of the backend's convolution routines and
 # the patches are small. Wider inputs stay plain convolutions (their patches
-# cost more than they save).
+# cost more than they save). With XLA's own kernels (YNNPACK off,
+# mg.federated.backend) it still pays: CIFAR-10's first convolution (batch 64,
+# 3 -> 32 channels) runs forward in 0.84 ms as patches, 3.15 ms as a convolution.
 PATCH_CONV_MAX_CHANNELS = 4
 
 
