@@ -30,7 +30,8 @@ momentum distillation), DepthFL 57.3 (55.7 with FedDyn), ScaleFL 38.4. The full
 from configs import reefl_common, reefl_mnist
 
 
-def get_config():
-  config = reefl_mnist.get_config()
+def get_config(variant: str = 'full'):
+  """``full`` or ``quick`` as in ``configs/reefl_mnist.py``."""
+  config = reefl_mnist.get_config(variant)
   config.methods = ('reefl',) + reefl_common.BASELINES
   return config

@@ -59,6 +59,7 @@ def summarize(results: Sequence[dict]) -> list[dict]:
         'exit_accuracy_mean': exits.mean(axis=0).tolist() if ok else None,
         'exit_accuracy_std': exits.std(axis=0).tolist() if ok else None,
         'ensemble_accuracy_mean': float(np.mean([r['ensemble_accuracy'] for r in ok])) if ok else None,
+        'ensemble_accuracy_std': float(np.std([r['ensemble_accuracy'] for r in ok])) if ok else None,
         'macs_per_exit': reps[0]['macs_per_exit'],
         'trainable_per_tier': [t['trainable'] for t in reps[0].get('tiers', [])],
         'upload_bytes_per_round': float(np.mean([r['upload_bytes_per_round'] for r in reps])),
@@ -76,6 +77,11 @@ def _pct(v) -> str:
   return '—' if v is None else f'{100 * v:.2f}'
 
 
+def _pm(mean, std) -> str:
+  """``mean ± std`` in %, or the mean alone for one repeat (no spread to quote)."""
+  return _pct(mean) if std is None else f'{_pct(mean)} ± {_pct(std)}'
+
+
 def markdown(rows: Sequence[dict], results: Sequence[dict], partition: dict,
              wall_time_s: float) -> str:
   lines = ['# ReeFL results', '']
@@ -83,8 +89,8 @@ def markdown(rows: Sequence[dict], results: Sequence[dict], partition: dict,
                f"{partition['client_size_min']}-{partition['client_size_max']} training images "
                f"each, {partition['classes_per_client_mean']:.1f} classes on average), "
                f"global test split of {partition['test_images']} images. Accuracy at each "
-               'exit on the global test split (%), mean over repeats; "Mean" is the mean '
-               'over exits (± its std across repeats); "Validation" the same mean on the '
+               'exit on the global test split (%), mean ± std across repeats (the mean alone '
+               'for one repeat); "Mean" is the mean over exits; "Validation" the same mean on the '
                f"{partition.get('validation_clients', 0)} validation clients' "
                f"{partition.get('validation_images', 0)} images (never trained on; "
                'settings are chosen on it, never on the test split).')
@@ -102,9 +108,13 @@ def markdown(rows: Sequence[dict], results: Sequence[dict], partition: dict,
       if r['accuracy_mean'] is None:
         cells = [f"diverged (round {r['diverged']})"] + [''] * (n_exits + 2)
       else:
-        cells = ([f"{_pct(r['accuracy_mean'])} ± {_pct(r['accuracy_std'])}"]
-                 + [_pct(v) for v in r['exit_accuracy_mean']]
-                 + [_pct(r['ensemble_accuracy_mean']), _pct(r.get('validation_accuracy_mean'))])
+        spread = r['repeats'] > 1
+        std = lambda v: v if spread else None
+        cells = ([_pm(r['accuracy_mean'], std(r['accuracy_std']))]
+                 + [_pm(m, std(s)) for m, s in zip(r['exit_accuracy_mean'],
+                                                   r['exit_accuracy_std'])]
+                 + [_pm(r['ensemble_accuracy_mean'], std(r.get('ensemble_accuracy_std'))),
+                    _pct(r.get('validation_accuracy_mean'))])
       cells += ['/'.join(f'{n / 1e3:.0f}' for n in r['trainable_per_tier']),
                 f"{r['upload_bytes_per_round'] / 1e6:.2f}", f"{r['train_time_s']:.0f}"]
       lines.append('| ' + ' | '.join([NAMES.get(r['method'], r['method'])] + cells) + ' |')

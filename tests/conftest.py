@@ -1,13 +1,33 @@
-"""Shared fixtures: the tiny config and its data (built once per session)."""
+"""Shared fixtures: the tiny config and its data (built once per session).
 
+One persistent compilation cache serves the whole session, in this process and
+in every subprocess a test starts (they inherit the environment): many tests
+make the same programs of ``configs/test.py`` and ``configs/reefl_test.py``,
+and only the first compiles them. It lives in a fresh temporary folder, removed
+at exit, so tests neither read nor write a user's cache; a
+``JAX_COMPILATION_CACHE_DIR`` already set wins. It is set before JAX is
+imported: JAX reads these settings from the environment then, and a cache set
+after the first compilation is not used.
+"""
+
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
+
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix='mg-tests-xla-')
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+  os.environ.update(JAX_COMPILATION_CACHE_DIR=_CACHE,
+                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
 
 
 @pytest.fixture(scope='session')

@@ -2,6 +2,8 @@
 
 import json
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -19,10 +21,20 @@ def _main(*args, timeout=600):
                         env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_test_config_runs_end_to_end(tmp_path):
-  workdir = tmp_path / 'run'
-  proc = _main('--config=configs/test.py', f'--workdir={workdir}')
+def test_test_config_runs_end_to_end():
+  """Every method, every output, in the default workdir (printed, under runs/)."""
+  proc = _main('--config=configs/test.py')
   assert proc.returncode == 0, proc.stderr[-3000:]
+  line = next(l for l in proc.stdout.splitlines() if l.startswith('workdir: '))
+  assert line.split(': ', 1)[1].startswith('runs' + os.sep)
+  workdir = pathlib.Path(ROOT, line.split(': ', 1)[1])
+  try:
+    _check_outputs(proc, workdir)
+  finally:
+    shutil.rmtree(workdir)
+
+
+def _check_outputs(proc, workdir):
   for name in ('config.json', 'metrics.jsonl', 'results.json', 'results.md',
                'curves.png', 'sparsity.png'):
     assert (workdir / name).stat().st_size > 0, name
@@ -42,19 +54,7 @@ def test_test_config_runs_end_to_end(tmp_path):
   assert all('method' in e and 'round' in e for e in events)
   assert {e['method'] for e in events} >= set(methods)
   assert 'partition (seed 0): 8 tasks' in proc.stdout
-  assert f'results written to {workdir}' in proc.stdout
-
-
-def test_default_workdir_is_printed_under_runs(tmp_path):
-  proc = _main('--config=configs/test.py', '--config.methods=("fedavg",)',
-               '--config.meta.rounds=1')
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  line = next(l for l in proc.stdout.splitlines() if l.startswith('workdir: '))
-  workdir = os.path.join(ROOT, line.split(': ', 1)[1])
-  assert line.split(': ', 1)[1].startswith('runs' + os.sep)
-  assert os.path.exists(os.path.join(workdir, 'results.json'))
-  import shutil
-  shutil.rmtree(workdir)
+  assert f'results written to {os.path.relpath(workdir, ROOT)}' in proc.stdout
 
 
 @pytest.mark.parametrize('args, message', [

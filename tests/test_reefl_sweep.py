@@ -115,6 +115,18 @@ def test_sweep_files_give_every_method_equal_effort(name, config_module):
       next(iter(seeds.values())))
 
 
+def test_a_sweep_split_by_methods_keeps_every_grid():
+  from configs.sweeps import reefl_mnist  # pylint: disable=g-import-not-at-top
+  whole = reefl_mnist.get_sweep('comparison')
+  parts = reefl_mnist.get_sweep('reefl+depthfl') + reefl_mnist.get_sweep('exclusivefl')
+  by_method = lambda studies: sorted(studies, key=lambda s: s['method'])
+  assert by_method(parts) == by_method(
+      [s for s in whole if s['method'] in ('reefl', 'depthfl', 'exclusivefl')])
+  for bad in ('reefl+nope', 'reefl+reefl'):
+    with pytest.raises(ValueError, match='joined by'):
+      reefl_mnist.get_sweep(bad)
+
+
 def test_sweep_files_cover_every_method():
   from configs.sweeps import reefl_mnist  # pylint: disable=g-import-not-at-top
   covered = {s['method'] for v in ('comparison', 'ablations') for s in reefl_mnist.get_sweep(v)}

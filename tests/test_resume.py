@@ -2,7 +2,8 @@
 
 Each run is ``python -m experiments.main`` on configs/test.py with MetaGater w/o
 gating, MetaGater and MetaSNIP for 6 rounds and a checkpoint every round. The
-runs share a persistent compilation cache, so only the first one compiles.
+runs share the session's persistent compilation cache (tests/conftest.py), so
+only the first one compiles.
 """
 
 import glob
@@ -26,11 +27,9 @@ NOT_COMPARED = {'train_time_s', 'adapt_time_s', 'seconds_per_round',
 
 
 @pytest.fixture(scope='module')
-def env(tmp_path_factory):
-  cache = tmp_path_factory.mktemp('compilation-cache')
-  return dict(os.environ, JAX_PLATFORMS='cpu', JAX_COMPILATION_CACHE_DIR=str(cache),
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+def env():
+  """The session's environment: its compilation cache (tests/conftest.py) included."""
+  return dict(os.environ, JAX_PLATFORMS='cpu')
 
 
 def _command(workdir, *extra):

@@ -19,7 +19,9 @@ ReeFL variants, on the same grid. ``--config.regimes='("frozen",)'`` (with a
 pretrained backbone) tunes another regime: the best settings differ by regime.
 
 Cost: 24 members (8 methods) by default; one member is one single run of its
-method (the compiled per-tier programs are shared between members).
+method (the compiled per-tier programs are shared between members). A variant may
+also name methods, ``:reefl+depthfl``, to split one sweep over processes (each in
+its own workdir); every method keeps its same grid, so the choice is unchanged.
 """
 
 SEEDS = [0]
@@ -37,7 +39,13 @@ def grid(method):
 
 
 def get_sweep(variant: str = 'comparison'):
-  if variant not in ('comparison', 'ablations'):
-    raise ValueError(f"configs/sweeps/reefl_mnist.py:{variant}: expected 'comparison' "
-                     "or 'ablations'")
-  return [grid(m) for m in (COMPARISON if variant == 'comparison' else ABLATIONS)]
+  """``comparison``, ``ablations`` or methods joined by ``+`` (a part of either)."""
+  if variant in ('comparison', 'ablations'):
+    return [grid(m) for m in (COMPARISON if variant == 'comparison' else ABLATIONS)]
+  methods = variant.split('+')
+  unknown = [m for m in methods if m not in COMPARISON + ABLATIONS]
+  if unknown or len(set(methods)) != len(methods):
+    raise ValueError(f"configs/sweeps/reefl_mnist.py:{variant}: expected 'comparison', "
+                     f"'ablations' or distinct methods joined by '+' of "
+                     f"{', '.join(COMPARISON + ABLATIONS)}")
+  return [grid(m) for m in methods]
