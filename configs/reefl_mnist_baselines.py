@@ -11,13 +11,17 @@ momentum distillation, DepthFL with FedAvg and with FedDyn, ScaleFL; see
 (``config.baselines``). The baselines replace Ree by one ``LayerNorm + Linear``
 head per exit.
 
-How the settings were chosen: not tuned yet. Every method runs the public code's
-settings (learning rate 0.05 -> 0.001; DepthFL with FedDyn 0.1 -> 0.01). The sweep
-``configs/sweeps/reefl_mnist.py`` chooses each method's learning rate on the 10
-validation clients (3 values per method, equal effort), never on the test split;
-its ``sweep.md`` lists the ``per_method`` overrides to set here once it has run.
+How the settings were chosen: each method's starting learning rate on the 10
+validation clients, never on the test split, by ``configs/sweeps/reefl_mnist.py``
+(3 values per method, equal effort) at the ``:quick`` budget (50 rounds); the
+values are ``configs/reefl_mnist.py``'s ``PER_METHOD_LR``, the rest the public
+code's. README "ReeFL baselines" has the tuned 3-seed table at ``:quick``:
 
-Measured here only as a short run, before validation clients existed (all 100
+  python -m experiments.main --config=configs/reefl_mnist_baselines.py:quick \
+      --config.data.dir=../shared/data/mnist
+
+Earlier, untuned (every method at the code's settings), only as a short run, before
+validation clients existed (all 100
 clients training, as ``--config.data.num_validation_clients=0``;
 ``--config.fl.rounds=30 --config.fl.kd_rounds=9
 --config.eval_every=10``, one seed, the methods split over three processes on a

@@ -18,6 +18,16 @@ covers ReeFL and its baselines (the comparison table); ``:ablations`` the other
 ReeFL variants, on the same grid. ``--config.regimes='("frozen",)'`` (with a
 pretrained backbone) tunes another regime: the best settings differ by regime.
 
+Run here at the ``:quick`` budget (50 rounds; ``--config.fl.rounds=50
+--config.fl.kd_rounds=15.0 --config.eval_every=50`` on the full config, the same
+training as ``configs/reefl_mnist.py:quick``), comparison and ablations together
+(33 members) split over two processes by method variants
+(``:reefl+reefl_maximum+inclusivefl+depthfl_feddyn+reefl_lastkd+reefl_nomod`` and
+``:exclusivefl+inclusivefl_nomd+depthfl+scalefl+reefl_nokd``): 67 and 57 min on a
+2-core CPU, both at once, with about 20 min of pauses for other measurements. The
+chosen values are ``configs/reefl_mnist.py``'s ``PER_METHOD_LR``; 8 of the 11 methods
+chose an end of their grid (README "ReeFL baselines").
+
 Cost: 24 members (8 methods) by default; one member is one single run of its
 method (the compiled per-tier programs are shared between members). A variant may
 also name methods, ``:reefl+depthfl``, to split one sweep over processes (each in
