@@ -217,6 +217,20 @@ def schedule(config, method: str):
   return s['lr'], s['min_lr'], s.get('kd_rounds', config.fl.kd_rounds)
 
 
+def kd_weight(config, method: str, round_: int) -> float:
+  """The weight ``method`` gives its KD term at ``round_`` (logged as ``kd_weight``).
+
+  ScaleFL's constant weight, the ramp ``w(r)`` where a ramp weighs the KD term
+  (``mg.reefl_methods``: the methods with ``kd_rounds``), 0 where nothing is distilled.
+  """
+  s = reefl_methods.settings(method, config)
+  if 'kd_weight' in s:
+    return float(s['kd_weight'])
+  if 'kd_rounds' in s:
+    return reefl.kd_weight(round_, s['kd_rounds'])
+  return 0.0
+
+
 def _baseline(config, method, regime, seed, clients, programs):
   """(alg, state, evaluate, tiers, macs) of a head-based baseline (mg.algorithms.baselines)."""
   fl = config.fl
@@ -326,7 +340,7 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
         diverged = r
         break
       record = {'loss': diag['loss'], 'lr': reefl.learning_rate(r, fl.rounds, lr, min_lr),
-                'kd_weight': reefl.kd_weight(r, kd_rounds)}
+                'kd_weight': kd_weight(config, method, r)}
       if r % config.eval_every == 0 or r == fl.rounds:
         point = evaluation(evaluate, alg.output(state), (test_images, test_labels),
                            (val_images, val_labels))

@@ -96,3 +96,17 @@ def test_reefl_run_holds_its_workdir_and_accepts_it_only_with_data(tmp_path):
   with pytest.raises(DataError, match='is not a folder'):
     reefl_run.run(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run' / 'config.json').exists()
+
+
+def test_logged_kd_weight_is_the_one_each_method_uses():
+  """ScaleFL's constant, the ramp where a ramp weighs KD, 0 where nothing is distilled."""
+  from configs import reefl_test  # pylint: disable=g-import-not-at-top
+  from mg.algorithms import reefl  # pylint: disable=g-import-not-at-top
+  config = reefl_test.get_config()
+  config.fl.kd_rounds = 4.0
+  config.per_method.depthfl.kd_rounds = 8.0
+  assert reefl_run.kd_weight(config, 'scalefl', 1) == config.baselines.scalefl_kd_weight
+  assert reefl_run.kd_weight(config, 'reefl', 2) == reefl.kd_weight(2, 4.0)
+  assert reefl_run.kd_weight(config, 'depthfl', 2) == reefl.kd_weight(2, 8.0)
+  for method in ('reefl_nokd', 'exclusivefl', 'inclusivefl', 'inclusivefl_nomd'):
+    assert reefl_run.kd_weight(config, method, 2) == 0.0
