@@ -43,6 +43,7 @@ from mg import reefl_run
 from mg import workdir as workdir_lib
 from mg.config import ConfigError
 from mg.report import MetricsLog
+from mg.report.metrics_log import METRICS_FILENAME
 from mg.report.serialize import atomic_write_text, to_jsonable
 from mg.sweep import results as results_lib
 from mg.sweep import spec as spec_lib
@@ -216,9 +217,31 @@ def _finished(workdir: str, config) -> dict:
   return done
 
 
+def _member_of(line: str):
+  try:
+    return json.loads(line).get('member')
+  except (json.JSONDecodeError, AttributeError):
+    return None
+
+
+def keep_finished_records(workdir: str, done) -> None:
+  """Drops from ``metrics.jsonl`` the records of members not in ``done``.
+
+  An interrupted member reruns from its first round on resume; without this its
+  partial records would appear twice.
+  """
+  path = os.path.join(workdir, METRICS_FILENAME)
+  if not os.path.exists(path):
+    return
+  with open(path, encoding='utf-8') as f:
+    kept = [line.rstrip('\n') + '\n' for line in f if _member_of(line) in done]
+  atomic_write_text(path, ''.join(kept))
+
+
 def _run_locked(config, sweep_members, workdir, title, programs) -> dict:
   start = time.perf_counter()
   done = _finished(workdir, config)
+  keep_finished_records(workdir, done)
   data = {}
   for seed in dict.fromkeys(m.seed for m in sweep_members):  # every seed's data loads first
     at_seed = config.copy_and_resolve_references()

@@ -197,3 +197,13 @@ def test_tuned_learning_rates_are_points_of_the_sweep_grid():
       assert reefl_methods.settings(method, config)['lr'] in values, (variant, method)
   quick, full = reefl_mnist.get_config('quick'), reefl_mnist.get_config()
   assert quick.fl.kd_rounds / quick.fl.rounds == full.fl.kd_rounds / full.fl.rounds  # 30%
+
+
+def test_resume_drops_the_records_of_an_unfinished_member(tmp_path):
+  a, b = 'reefl(per_method.reefl.lr=0.1, seed=0)', 'reefl(per_method.reefl.lr=0.2, seed=0)'
+  lines = [{'method': 'reefl', 'round': r, 'member': m} for m in (a, b) for r in (1, 2)]
+  (tmp_path / 'metrics.jsonl').write_text(
+      ''.join(json.dumps(x) + '\n' for x in lines) + '{"method": "reefl", "rou')
+  reefl_sweep.keep_finished_records(str(tmp_path), {a: {}})
+  kept = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert kept == lines[:2]
