@@ -64,8 +64,9 @@ process; README "Speed"):
   reference 1.6x slower; the reference keeps ``F.max_pool2d``
   (``mg.torch_reference``).
 * Compile cache (``config.compile_cache_dir``): the digits default, all
-  methods, one repeat: compile 261 s of 470 s wall cold (56%), 49 s of 215 s
-  warm (23%). The bench itself does not use the cache, so its
+  methods, one repeat, idle machine: compile 42.1 s of 94.2 s wall cold
+  (45%), 10.6 s of 66.4 s warm (16%); earlier, with YNNPACK and under load,
+  56% / 23%. The bench itself does not use the cache, so its
   ``compile_seconds`` are cold compiles.
 """
 
