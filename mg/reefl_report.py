@@ -73,13 +73,14 @@ def summarize(results: Sequence[dict]) -> list[dict]:
   return rows
 
 
-def _pct(v) -> str:
+def pct(v) -> str:
+  """An accuracy in %, or a dash for None (a diverged run)."""
   return '—' if v is None else f'{100 * v:.2f}'
 
 
-def _pm(mean, std) -> str:
+def pm(mean, std) -> str:
   """``mean ± std`` in %, or the mean alone for one repeat (no spread to quote)."""
-  return _pct(mean) if std is None else f'{_pct(mean)} ± {_pct(std)}'
+  return pct(mean) if std is None else f'{pct(mean)} ± {pct(std)}'
 
 
 def markdown(rows: Sequence[dict], results: Sequence[dict], partition: dict,
@@ -110,11 +111,11 @@ def markdown(rows: Sequence[dict], results: Sequence[dict], partition: dict,
       else:
         spread = r['repeats'] > 1
         std = lambda v: v if spread else None
-        cells = ([_pm(r['accuracy_mean'], std(r['accuracy_std']))]
-                 + [_pm(m, std(s)) for m, s in zip(r['exit_accuracy_mean'],
+        cells = ([pm(r['accuracy_mean'], std(r['accuracy_std']))]
+                 + [pm(m, std(s)) for m, s in zip(r['exit_accuracy_mean'],
                                                    r['exit_accuracy_std'])]
-                 + [_pm(r['ensemble_accuracy_mean'], std(r.get('ensemble_accuracy_std'))),
-                    _pct(r.get('validation_accuracy_mean'))])
+                 + [pm(r['ensemble_accuracy_mean'], std(r.get('ensemble_accuracy_std'))),
+                    pct(r.get('validation_accuracy_mean'))])
       cells += ['/'.join(f'{n / 1e3:.0f}' for n in r['trainable_per_tier']),
                 f"{r['upload_bytes_per_round'] / 1e6:.2f}", f"{r['train_time_s']:.0f}"]
       lines.append('| ' + ' | '.join([NAMES.get(r['method'], r['method'])] + cells) + ' |')

@@ -217,13 +217,13 @@ def schedule(config, method: str):
   return s['lr'], s['min_lr'], s.get('kd_rounds', config.fl.kd_rounds)
 
 
-def kd_weight(config, method: str, round_: int) -> float:
-  """The weight ``method`` gives its KD term at ``round_`` (logged as ``kd_weight``).
+def kd_weight(s: dict, round_: int) -> float:
+  """The weight a method gives its KD term at ``round_`` (logged as ``kd_weight``).
 
-  ScaleFL's constant weight, the ramp ``w(r)`` where a ramp weighs the KD term
-  (``mg.reefl_methods``: the methods with ``kd_rounds``), 0 where nothing is distilled.
+  ``s``: the method's settings (``mg.reefl_methods.settings``). ScaleFL's
+  constant weight, the ramp ``w(r)`` where a ramp weighs the KD term (the
+  methods with ``kd_rounds``), 0 where nothing is distilled.
   """
-  s = reefl_methods.settings(method, config)
   if 'kd_weight' in s:
     return float(s['kd_weight'])
   if 'kd_rounds' in s:
@@ -231,7 +231,7 @@ def kd_weight(config, method: str, round_: int) -> float:
   return 0.0
 
 
-def _baseline(config, method, regime, seed, clients, programs):
+def _baseline(config, method, regime, seed, clients, programs, hp: early_exit.Hparams):
   """(alg, state, evaluate, tiers, macs) of a head-based baseline (mg.algorithms.baselines)."""
   fl = config.fl
   cfg = model_config(config, modulation=False)
@@ -241,8 +241,6 @@ def _baseline(config, method, regime, seed, clients, programs):
   if config.model.init_checkpoint:
     from mg.models import pretrained  # pylint: disable=g-import-not-at-top
     params = pretrained.load_backbone(config.model.init_checkpoint, params, cfg)
-  lr, min_lr, kd_rounds = schedule(config, method)
-  hp = early_exit.Hparams(rounds=fl.rounds, lr=lr, min_lr=min_lr, kd_rounds=kd_rounds)
   scope = None if programs is None else programs.setdefault('baselines', {})
   alg, spec = baselines.build(method, cfg, params, regime=regime, batch_size=fl.batch_size,
                               clip=fl.clip, hp=hp, options=baseline_options(config, method),
@@ -281,11 +279,14 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
   """Trains one (regime, method, repeat); returns its result dict."""
   fl = config.fl
   seed = config.seed + 1000 * repeat
+  own = reefl_methods.settings(method, config)
   lr, min_lr, kd_rounds = schedule(config, method)
   clients = [c._replace(tier=t) for c, t in zip(clients, baselines.client_tiers(
       method, [c.tier for c in clients], config.model.num_exits))]
   if method in baselines.HEAD_METHODS:
-    alg, state, evaluate, tiers, macs = _baseline(config, method, regime, seed, clients, programs)
+    hp = early_exit.Hparams(rounds=fl.rounds, lr=lr, min_lr=min_lr, kd_rounds=kd_rounds)
+    alg, state, evaluate, tiers, macs = _baseline(config, method, regime, seed, clients,
+                                                  programs, hp)
     saved = lambda s: (s.params, s.opt_state)
   else:
     kd_mode, modulation = reefl.METHODS['reefl' if method == 'reefl_maximum' else method]
@@ -340,7 +341,7 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
         diverged = r
         break
       record = {'loss': diag['loss'], 'lr': reefl.learning_rate(r, fl.rounds, lr, min_lr),
-                'kd_weight': kd_weight(config, method, r)}
+                'kd_weight': kd_weight(own, r)}
       if r % config.eval_every == 0 or r == fl.rounds:
         point = evaluation(evaluate, alg.output(state), (test_images, test_labels),
                            (val_images, val_labels))
@@ -384,16 +385,28 @@ def run(config, workdir: str, programs: dict | None = None) -> dict:
     return _run_locked(config, workdir, {} if programs is None else programs)
 
 
-def _run_locked(config, workdir: str, programs: dict) -> dict:
-  workdir_lib.check_layout(workdir)
+def config_of_record(config, workdir: str, kind: str = 'run') -> str:
+  """``config``'s ``config.json`` text, once checked against the one ``workdir`` holds.
+
+  Raises:
+    ConfigError: with ``config.resume``, ``workdir`` holds a ``kind`` (a run, a
+      sweep) of another config.
+  """
   config_json = json.dumps(to_jsonable(config.to_dict()), sort_keys=True, indent=1)
   config_path = os.path.join(workdir, 'config.json')
-  store_dir = os.path.join(workdir, checkpoint_lib.CHECKPOINT_DIR)
   if os.path.exists(config_path) and config.resume:
     with open(config_path) as f:
       if f.read() != config_json:
-        raise ConfigError(f'{workdir} holds a run of another config; choose another '
+        raise ConfigError(f'{workdir} holds a {kind} of another config; choose another '
                           '--workdir or pass --config.resume=False')
+  return config_json
+
+
+def _run_locked(config, workdir: str, programs: dict) -> dict:
+  workdir_lib.check_layout(workdir)
+  config_json = config_of_record(config, workdir)
+  config_path = os.path.join(workdir, 'config.json')
+  store_dir = os.path.join(workdir, checkpoint_lib.CHECKPOINT_DIR)
 
   start = time.perf_counter()
   split, data, clients = load_data(config)

@@ -39,9 +39,9 @@ import numpy as np
 
 from mg import checkpoint as checkpoint_lib
 from mg import reefl_methods
+from mg import reefl_report
 from mg import reefl_run
 from mg import workdir as workdir_lib
-from mg.config import ConfigError
 from mg.report import MetricsLog
 from mg.report.metrics_log import METRICS_FILENAME
 from mg.report.serialize import atomic_write_text, to_jsonable
@@ -105,10 +105,6 @@ class _MemberLog:
     return self.log.write(method, round_, member=self.member, **fields)
 
 
-def _pct(value) -> str:
-  return '—' if value is None else f'{100 * value:.2f}'
-
-
 def overrides(method: str, hparams: dict, fields: Sequence[str]) -> dict:
   """``{per_method field: value}`` of ``method``'s settings that the sweep varied."""
   return {f'per_method.{method}.{key}': hparams[f'per_method.{method}.{key}']
@@ -121,6 +117,7 @@ def markdown(rows: Sequence[dict], best: dict, title: str, fields: Sequence[str]
 
   ``fields``: the swept fields; the overrides that run a best configuration set them.
   """
+  pct = reefl_report.pct
   tried: dict = {}
   for r in rows:
     tried.setdefault(r['method'], set()).add(results_lib.configuration(r))
@@ -137,9 +134,9 @@ def markdown(rows: Sequence[dict], best: dict, title: str, fields: Sequence[str]
     lines.append(
         f"| {method} | {len(tried[method])} | "
         + ', '.join(f"{k.rsplit('.', 1)[-1]}={v:g}" for k, v in own.items())
-        + f" | {len(b['seeds'])} | {_pct(b['validation_accuracy_mean'])} ± "
-        f"{_pct(b['validation_accuracy_std'])} | {_pct(b['accuracy_mean'])} ± "
-        f"{_pct(b['accuracy_std'])} | "
+        + f" | {len(b['seeds'])} | "
+        + reefl_report.pm(b['validation_accuracy_mean'], b['validation_accuracy_std'])
+        + f" | {reefl_report.pm(b['accuracy_mean'], b['accuracy_std'])} | "
         + ' '.join(f'`--config.{k}={v:g}`'
                    for k, v in overrides(method, b['hparams'], fields).items()) + ' |')
   lines += ['', '## Every member', '',
@@ -152,9 +149,9 @@ def markdown(rows: Sequence[dict], best: dict, title: str, fields: Sequence[str]
       lines.append(f"| {r['member']} | diverged (round {r['diverged_round']}) | | | | |")
       continue
     lines.append(
-        f"| {r['member']} | {_pct(r['validation_accuracy_mean'])} | "
-        + ' / '.join(_pct(v) for v in r['validation_exit_accuracy'])
-        + f" | {_pct(r['accuracy'])} | " + ' / '.join(_pct(v) for v in r['exit_accuracy'])
+        f"| {r['member']} | {pct(r['validation_accuracy_mean'])} | "
+        + ' / '.join(pct(v) for v in r['validation_exit_accuracy'])
+        + f" | {pct(r['accuracy'])} | " + ' / '.join(pct(v) for v in r['exit_accuracy'])
         + f" | {r['train_time_s']:.0f} |")
   lines += ['', 'Accuracy of the global model after the last round, mean over exits; '
             'validation: the validation clients (never trained on), test: the global test '
@@ -198,15 +195,8 @@ def run_sweep(config, sweep_members: Sequence[spec_lib.Member], workdir: str, *,
 
 
 def _finished(workdir: str, config) -> dict:
-  """``{member: row}`` of a previous run of this config in ``workdir`` (``{}``: none)."""
-  config_json = json.dumps(to_jsonable(config.to_dict()), sort_keys=True, indent=1)
-  config_path = os.path.join(workdir, 'config.json')
+  """``{member: row}`` of a previous sweep of ``config`` in ``workdir`` (``{}``: none)."""
   rows_path = os.path.join(workdir, ROWS_FILE)
-  if os.path.exists(config_path) and config.resume:
-    with open(config_path) as f:
-      if f.read() != config_json:
-        raise ConfigError(f'{workdir} holds a sweep of another config; choose another '
-                          '--workdir or pass --config.resume=False')
   done = {}
   if config.resume and os.path.exists(rows_path):
     with open(rows_path) as f:
@@ -240,6 +230,7 @@ def keep_finished_records(workdir: str, done) -> None:
 
 def _run_locked(config, sweep_members, workdir, title, programs) -> dict:
   start = time.perf_counter()
+  config_json = reefl_run.config_of_record(config, workdir, 'sweep')
   done = _finished(workdir, config)
   keep_finished_records(workdir, done)
   data = {}
@@ -247,8 +238,7 @@ def _run_locked(config, sweep_members, workdir, title, programs) -> dict:
     at_seed = config.copy_and_resolve_references()
     at_seed.seed = seed
     data[seed] = reefl_run.load_data(at_seed)
-  atomic_write_text(os.path.join(workdir, 'config.json'),
-                    json.dumps(to_jsonable(config.to_dict()), sort_keys=True, indent=1))
+  atomic_write_text(os.path.join(workdir, 'config.json'), config_json)
   rows_path = os.path.join(workdir, ROWS_FILE)
   if not done:
     atomic_write_text(rows_path, '')

@@ -101,12 +101,14 @@ def test_reefl_run_holds_its_workdir_and_accepts_it_only_with_data(tmp_path):
 def test_logged_kd_weight_is_the_one_each_method_uses():
   """ScaleFL's constant, the ramp where a ramp weighs KD, 0 where nothing is distilled."""
   from configs import reefl_test  # pylint: disable=g-import-not-at-top
+  from mg import reefl_methods  # pylint: disable=g-import-not-at-top
   from mg.algorithms import reefl  # pylint: disable=g-import-not-at-top
   config = reefl_test.get_config()
   config.fl.kd_rounds = 4.0
   config.per_method.depthfl.kd_rounds = 8.0
-  assert reefl_run.kd_weight(config, 'scalefl', 1) == config.baselines.scalefl_kd_weight
-  assert reefl_run.kd_weight(config, 'reefl', 2) == reefl.kd_weight(2, 4.0)
-  assert reefl_run.kd_weight(config, 'depthfl', 2) == reefl.kd_weight(2, 8.0)
+  weight = lambda method, r: reefl_run.kd_weight(reefl_methods.settings(method, config), r)
+  assert weight('scalefl', 1) == config.baselines.scalefl_kd_weight
+  assert weight('reefl', 2) == reefl.kd_weight(2, 4.0)
+  assert weight('depthfl', 2) == reefl.kd_weight(2, 8.0)
   for method in ('reefl_nokd', 'exclusivefl', 'inclusivefl', 'inclusivefl_nomd'):
-    assert reefl_run.kd_weight(config, method, 2) == 0.0
+    assert weight(method, 2) == 0.0
