@@ -8,6 +8,7 @@ status; never a traceback.
 
 import re
 import sys
+from typing import Optional
 
 from absl import flags
 
@@ -35,8 +36,14 @@ def parse_flags(argv):
     sys.exit(f'error: bad --config override: {text}')
 
 
-def exit_with(error: BaseException):
-  """Ends the command with ``error`` as one line (exit status 1)."""
+def exit_with(error: BaseException, made_workdir: Optional[str] = None):
+  """Ends the command with ``error`` as one line (exit status 1).
+
+  ``made_workdir``: the workdir, when this command created it; it is removed
+  again if the refused command left nothing in it but its lock file.
+  """
+  if made_workdir:
+    workdir_lib.discard_unused(made_workdir)
   if isinstance(error, OSError) and not isinstance(error, USER_ERRORS):
     where = f' ({error.filename})' if error.filename else ''
     sys.exit(f'error: {error.strerror or error}{where}; check that disk and folder, then '

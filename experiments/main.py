@@ -48,6 +48,7 @@ def main(argv):
                     compile_cache_dir=_CONFIG.value.get('compile_cache_dir'))
   config_name = os.path.splitext(os.path.basename(flags.FLAGS['config'].config_filename))[0]
   workdir = _WORKDIR.value or run_lib.default_workdir(config_name)
+  made = None if os.path.exists(workdir) else workdir  # removed again if refused
   print(f'workdir: {workdir}', flush=True)
   start = time.perf_counter()
   try:
@@ -62,7 +63,7 @@ def main(argv):
           f'  {resume_command(workdir)}', file=sys.stderr, flush=True)
     sys.exit(e.exit_code)
   except (*cli.USER_ERRORS, OSError) as e:
-    cli.exit_with(e)
+    cli.exit_with(e, made_workdir=made)
   wall = time.perf_counter() - start
   print(f'compile: {clock.seconds:.1f} s of {wall:.1f} s wall ({clock.seconds / wall:.0%}; '
         'tracing, lowering and compiling or loading from the compile cache)', flush=True)

@@ -70,6 +70,7 @@ def main(argv):
   title = f"sweep {sweep_name}{':' + variant if variant else ''} of {config_name}"
   workdir = _WORKDIR.value or run_lib.default_workdir(
       f"sweep-{sweep_name}{'-bench' if _BENCH.value else ''}")
+  made = None if os.path.exists(workdir) else workdir  # removed again if refused
   print(f'workdir: {workdir}', flush=True)
   try:
     if config.get('system') == 'reefl':
@@ -95,7 +96,7 @@ def main(argv):
           'rerunning the same command', file=sys.stderr, flush=True)
     sys.exit(e.exit_code)
   except (sweep_lib.SweepError, *cli.USER_ERRORS, OSError) as e:
-    cli.exit_with(e)
+    cli.exit_with(e, made_workdir=made)
 
 
 if __name__ == '__main__':

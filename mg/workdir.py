@@ -18,6 +18,8 @@ and results. This module keeps it usable whatever happens to a run:
   failed command never changes what the workdir holds.
 * ``restore_log``: ``metrics.jsonl`` rewritten on resume to exactly the
   records of the checkpointed rounds (the checkpoint carries them).
+* ``discard_unused``: a workdir that a refused command made, holding nothing
+  but its lock file, is removed again, so a refusal leaves no trace.
 
 Every problem is a ``WorkdirError`` whose message says what to do.
 """
@@ -123,6 +125,17 @@ class Lock:
       fcntl.flock(self._fd, fcntl.LOCK_UN)
       os.close(self._fd)
       self._fd = None
+
+
+def discard_unused(workdir: str) -> None:
+  """Removes ``workdir`` if it holds nothing but its lock file (call it only for a
+  workdir this command made, after the command was refused)."""
+  try:
+    if os.listdir(workdir) == [LOCK_FILE]:
+      os.remove(os.path.join(workdir, LOCK_FILE))
+      os.rmdir(workdir)
+  except OSError:
+    pass  # not ours to clean, or already gone: the refusal itself is what matters
 
 
 def check_layout(workdir: str) -> None:

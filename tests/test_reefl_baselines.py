@@ -192,7 +192,10 @@ def test_baselines_run_through_the_reefl_loop_and_resume(tmp_path, reefl_program
   for r in rows.values():
     assert len(r['exit_accuracy_mean']) == 2 and 0.0 <= r['accuracy_mean'] <= 1.0
   # ExclusiveFL: only the 4 full-budget clients of 8 train, each uploads the whole model.
-  full = doc['tiers']['full']
+  full = doc['tiers']['full/exclusivefl']
   assert rows['exclusivefl']['upload_bytes_per_round'] == 4 * 4 * full[-1]['uploaded']
+  # ScaleFL's narrower first tier holds fewer parameters than the head baselines' tier.
+  assert doc['tiers']['full/scalefl'][0]['held'] < doc['tiers']['full/depthfl_feddyn'][0]['held']
+  assert [t['held'] for t in doc['tiers']['full/scalefl']] == rows['scalefl']['held_per_tier']
   again = reefl_run.run(config, workdir)
   assert json.dumps(again['rows']) == json.dumps(doc['rows'])

@@ -13,7 +13,8 @@ import pytest
 ROW_KEYS = {'method', 'regime', 'accuracy_mean', 'accuracy_std', 'exit_accuracy_mean',
             'exit_accuracy_std', 'ensemble_accuracy_mean', 'macs_per_exit',
             'upload_bytes_per_round', 'train_time_s', 'rounds', 'repeats',
-            'validation_accuracy_mean', 'validation_exit_accuracy_mean'}
+            'validation_accuracy_mean', 'validation_exit_accuracy_mean', 'held_per_tier',
+            'trainable_per_tier'}
 
 
 def test_lda_partition_equal_sizes_and_disjoint():
@@ -76,7 +77,11 @@ def test_reefl_run_writes_every_output_and_resumes(tmp_path):
   assert doc['partition']['clients'] == 8 and doc['partition']['validation_clients'] == 2
   assert {'validation_accuracy', 'validation_exit_accuracy'} <= set(
       doc['curves']['full/reefl/0'][-1])
-  assert '| ReeFL |' in open(os.path.join(workdir, 'results.md')).read()
+  report = open(os.path.join(workdir, 'results.md')).read()
+  assert '| ReeFL |' in report
+  # Each method's own cost and size: both rows of the per-method table, tier by tier.
+  held = ' / '.join(f'{t["held"] / 1e3:.1f}' for t in doc['tiers']['full/reefl'])
+  assert report.count(f' | {held} | ') == 2
   # Rerunning the finished run restores every result from its checkpoint.
   again = reefl_run.run(config, workdir)
   assert json.dumps(again['rows'][0]['exit_accuracy_mean']) == json.dumps(

@@ -155,6 +155,20 @@ def test_a_run_that_fails_on_its_data_changes_nothing(test_config, tmp_path):
   assert run_lib.prepare_workdir(test_config, str(workdir)) is None  # accepted
 
 
+def test_only_a_workdir_holding_just_its_lock_is_discarded(tmp_path):
+  """A refused command removes the workdir it made, never one with anything in it."""
+  empty, used = tmp_path / 'empty', tmp_path / 'used'
+  for folder in (empty, used):
+    folder.mkdir()
+    (folder / '.lock').write_text('1\n')
+  (used / 'config.json').write_text('{}')
+  workdir_lib.discard_unused(str(empty))
+  workdir_lib.discard_unused(str(used))
+  workdir_lib.discard_unused(str(tmp_path / 'gone'))  # nothing there: nothing to do
+  assert not empty.exists()
+  assert sorted(os.listdir(used)) == ['.lock', 'config.json']
+
+
 # ------------------------------------------------------------------ disk full
 
 _NO_SPACE_FROM_SAVE_2 = """
