@@ -119,3 +119,22 @@ def get_config() -> ml_collections.ConfigDict:
     config.per_method[method] = ml_collections.ConfigDict(
         {field: config_dict.placeholder(float) for field in fields})
   return config
+
+
+def tuned(config: ml_collections.ConfigDict, per_method_lr: dict, variant: str, *,
+          quick_rounds: int, name: str) -> ml_collections.ConfigDict:
+  """Each method's learning rate chosen on the validation clients, and the variant.
+
+  ``full``: the config's own rounds. ``quick`` (the budget the rates were chosen
+  at): ``quick_rounds`` rounds, the KD ramp kept at the same share of them, 3
+  repeats. ``name`` (``configs/<name>.py``) makes a bad variant's error say where.
+  """
+  for method, lr in per_method_lr.items():
+    config.per_method[method].lr = lr
+  if variant == 'quick':
+    config.fl.kd_rounds = config.fl.kd_rounds * quick_rounds / config.fl.rounds
+    config.fl.rounds = quick_rounds
+    config.repeats = 3
+  elif variant != 'full':
+    raise ValueError(f"configs/{name}.py:{variant}: expected 'full' or 'quick'")
+  return config

@@ -68,12 +68,5 @@ def get_config(variant: str = 'full'):
   config.fl.rounds = 150
   config.fl.kd_rounds = 45.0
   config.eval_every = 25
-  for method, lr in PER_METHOD_LR.items():
-    config.per_method[method].lr = lr
-  if variant == 'quick':  # the KD ramp kept at 30% of the rounds; 3 seeds
-    config.fl.rounds = 50
-    config.fl.kd_rounds = 15.0
-    config.repeats = 3
-  elif variant != 'full':
-    raise ValueError(f"configs/reefl_mnist.py:{variant}: expected 'full' or 'quick'")
-  return config
+  return reefl_common.tuned(config, PER_METHOD_LR, variant, quick_rounds=50,
+                            name='reefl_mnist')

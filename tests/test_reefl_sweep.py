@@ -184,18 +184,19 @@ def test_sweep_end_to_end_reuses_programs_and_resumes(tmp_path, capsys, reefl_pr
   assert json.dumps(again['rows']) == json.dumps(rows)
 
 
-def test_tuned_learning_rates_are_points_of_the_sweep_grid():
-  """configs/reefl_mnist.py's chosen values come from its sweep's grid, for every method."""
-  from configs import reefl_mnist  # pylint: disable=g-import-not-at-top
-  from configs.sweeps import reefl_mnist as sweep  # pylint: disable=g-import-not-at-top
+@pytest.mark.parametrize('name', ['reefl_mnist', 'reefl_cifar10'])
+def test_tuned_learning_rates_are_points_of_the_sweep_grid(name):
+  """A tuned config's chosen values come from its sweep's grid, for every method."""
+  config_module = importlib.import_module(f'configs.{name}')
+  sweep = importlib.import_module(f'configs.sweeps.{name}')
   grids = {s['method']: s['grid'][f"per_method.{s['method']}.lr"]
            for v in ('comparison', 'ablations') for s in sweep.get_sweep(v)}
-  assert set(reefl_mnist.PER_METHOD_LR) == set(grids)
+  assert set(config_module.PER_METHOD_LR) == set(grids)
   for variant in ('full', 'quick'):
-    config = reefl_mnist.get_config(variant)
+    config = config_module.get_config(variant)
     for method, values in grids.items():
       assert reefl_methods.settings(method, config)['lr'] in values, (variant, method)
-  quick, full = reefl_mnist.get_config('quick'), reefl_mnist.get_config()
+  quick, full = config_module.get_config('quick'), config_module.get_config()
   assert quick.fl.kd_rounds / quick.fl.rounds == full.fl.kd_rounds / full.fl.rounds  # 30%
 
 
