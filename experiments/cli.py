@@ -25,15 +25,39 @@ USER_ERRORS = (config_lib.ConfigError, data_lib.DataError, workdir_lib.WorkdirEr
 def parse_flags(argv):
   """absl's parser, with a bad ``--config.field=value`` as one line, not a traceback."""
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
+    _check_config_loaded()
+    return rest
   except flags.Error as e:
-    sys.exit(f'error: {e}\nPass --help to see the flags.')
+    sys.exit(f'error: {_without_traceback(str(e))}\nPass --help to see the flags.')
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     text = ' '.join(str(e).replace('\\n', ' ').replace("\\'", "'").split())
     typo = re.search(r"'(\w+)' Did you mean \"(\w+)\"", text)
     if typo:
       text = f"the config has no field '{typo[1]}' (did you mean '{typo[2]}'?)"
     sys.exit(f'error: bad --config override: {text}')
+
+
+def _check_config_loaded():
+  """ml_collections defers a config file that cannot be loaded (a wrong path) to
+  the first use of ``--config``; this makes it one line at parse time instead."""
+  if 'config' not in flags.FLAGS or flags.FLAGS['config'].value is None:
+    return
+  try:
+    flags.FLAGS['config'].value.get('system')
+  except OSError as e:
+    reason = [l.strip() for l in str(e).splitlines() if l.strip()][-1]
+    sys.exit(f"error: cannot load --config={flags.FLAGS['config'].config_filename}: "
+             f'{reason}')
+
+
+def _without_traceback(text: str) -> str:
+  """A flag error as its first line and the raised error, without the traceback
+  that ml_collections puts inside the message of a config file's exception."""
+  if 'Traceback (most recent call last)' not in text:
+    return text
+  lines = [l for l in text.splitlines() if l.strip()]
+  return f'{lines[0]} {lines[-1]}'
 
 
 def exit_with(error: BaseException, made_workdir: Optional[str] = None):

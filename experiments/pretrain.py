@@ -17,6 +17,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from experiments import cli
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'A ReeFL config.', lock_config=True)
 _OUT = flags.DEFINE_string('out', None, 'Where to write the backbone (.npz).')
 _EPOCHS = flags.DEFINE_integer('epochs', 10, 'Passes over the data.')
@@ -36,4 +38,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config', 'out'])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -80,3 +80,20 @@ def test_bad_input_gives_one_clear_error(tmp_path, args, message):
   assert message in proc.stderr, proc.stderr[-2000:]
   assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
   assert not workdir.exists()  # the workdir this refused command made is removed again
+
+
+def test_a_bad_config_variant_is_one_line():
+  """The config file's own error, without the traceback ml_collections wraps it in."""
+  proc = _main('--config=configs/reefl_mnist.py:fast', timeout=300)
+  assert proc.returncode != 0
+  assert "configs/reefl_mnist.py:fast: expected 'full' or 'quick'" in proc.stderr
+  assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  assert len(proc.stderr.strip().splitlines()) == 2, proc.stderr  # the error and the hint
+
+
+def test_a_missing_config_file_is_one_line():
+  proc = _main('--config=configs/nope.py', timeout=300)
+  assert proc.returncode != 0
+  assert 'cannot load --config=configs/nope.py' in proc.stderr
+  assert 'No such file or directory' in proc.stderr
+  assert 'Traceback' not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
