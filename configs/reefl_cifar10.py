@@ -1,7 +1,7 @@
 r"""ReeFL on the real CIFAR-10: a small ViT from scratch on a 2-core CPU.
 
   python -m experiments.main --config=configs/reefl_cifar10.py \
-      --config.data.dir=/work/data/cifar10
+      --config.data.dir=DIR   # DIR/cifar-10-batches-py: ../shared/tools/get_cifar10.py --out DIR
 
 The official 50,000 training images over 100 clients by Dirichlet(1.0) (500
 each, the code's equal-size LDA), 10 of them validation clients (never trained

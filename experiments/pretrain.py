@@ -1,14 +1,19 @@
 r"""Pretrains a ReeFL backbone centrally, for the ``frozen`` and ``lora`` regimes.
 
-  python -m experiments.pretrain --config=configs/reefl_cifar10.py \
-      --config.data.name=cifar100 --config.data.dir=DIR --out=backbone.npz \
+  python -m experiments.pretrain --config=configs/reefl_mnist.py \
+      --config.data.name=cifar10 --config.data.split=train --config.data.dir=DIR \
+      --config.model.in_chans=1 --out=runs/reefl_mnist_backbone.npz \
       [--epochs=10 --lr=1e-3 --batch=128]
 
 Trains the config's ViT (every exit, summed cross-entropies, Adam) on
-``config.data`` (all of ``data.split``), then writes the backbone (not Ree, not
-the exit head) as ``{flat path: array}`` to ``--out``. Use it with
-``--config.model.init_checkpoint=backbone.npz`` on another dataset, as the
-paper starts from an ImageNet-pretrained DeiT (which cannot be downloaded here).
+``config.data`` (90% of ``data.split``; the other 10% measures it, printed after
+every epoch), then writes the backbone (not Ree and its head) as ``{flat path:
+array}`` to ``--out``. The images are fitted to the model
+(``mg.pretrain.fit_images``: grey by luma when ``model.in_chans=1``, centre-cropped
+when larger), so the example pretrains ``configs/reefl_mnist.py``'s 28x28 grey
+ViT on CIFAR-10 for ``configs/reefl_mnist_pretrained.py``. Use the result with
+``--config.model.init_checkpoint=...`` on another dataset, as the paper starts
+from an ImageNet-pretrained DeiT (which cannot be downloaded here).
 """
 
 import time
@@ -30,8 +35,13 @@ def main(argv):
   del argv
   from mg import pretrain  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
+  def progress(epoch, loss, acc):
+    print(f'epoch {epoch}/{_EPOCHS.value}: training loss {loss:.3f} (sum over exits), '
+          f'last-exit held-out accuracy {100 * acc:.2f}% ({time.perf_counter() - start:.0f} s)',
+          flush=True)
+
   acc = pretrain.pretrain(_CONFIG.value, _OUT.value, epochs=_EPOCHS.value, lr=_LR.value,
-                          batch=_BATCH.value)
+                          batch=_BATCH.value, progress=progress)
   print(f'wrote {_OUT.value}: last-exit accuracy on the held-out 10% {100 * acc:.2f}% '
         f'({time.perf_counter() - start:.0f} s)')
 

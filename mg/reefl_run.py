@@ -91,6 +91,9 @@ def validate(config) -> None:
       field = ' or '.join(reefl_methods.reads(method, key))
       check(value > 0, f'{field}={value!r}: {method} needs a {key} > 0')
   check(config.data.test in ('official', 'holdout'), "data.test: expected 'official' or 'holdout'")
+  check(not m.init_checkpoint or os.path.isfile(m.init_checkpoint),
+        f'model.init_checkpoint={m.init_checkpoint!r} is not a file (a .pth state dict, or '
+        'an .npz from python -m experiments.pretrain)')
   from mg.data.specs import SPECS  # pylint: disable=g-import-not-at-top
   check(config.data.name in SPECS, f'data.name={config.data.name!r}: expected one of {tuple(SPECS)}')
   check(SPECS[config.data.name].input_shape[0] <= m.image_size,

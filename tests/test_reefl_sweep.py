@@ -99,9 +99,11 @@ def test_sweep_needs_validation_clients_and_one_regime():
 
 @pytest.mark.parametrize('name, config_module', [
     ('reefl_mnist.py', 'reefl_mnist_baselines'), ('reefl_mnist.py:ablations', 'reefl_mnist'),
-    ('reefl_cifar10.py', 'reefl_cifar10')])
+    ('reefl_cifar10.py', 'reefl_cifar10'),
+    ('reefl_mnist_pretrained.py', 'reefl_mnist_pretrained')])
 def test_sweep_files_give_every_method_equal_effort(name, config_module):
   config = importlib.import_module(f'configs.{config_module}').get_config()
+  config.model.init_checkpoint = ''  # a pretrained backbone is made by a command, not here
   members = reefl_sweep.members(
       reefl_sweep.spec_lib.load(os.path.join(ROOT, 'configs', 'sweeps', name)), config)
   configurations, seeds = {}, {}
@@ -122,6 +124,7 @@ def test_a_sweep_split_by_methods_keeps_every_grid():
   by_method = lambda studies: sorted(studies, key=lambda s: s['method'])
   assert by_method(parts) == by_method(
       [s for s in whole if s['method'] in ('reefl', 'depthfl', 'exclusivefl')])
+  assert reefl_mnist.get_sweep('all') == whole + reefl_mnist.get_sweep('ablations')
   for bad in ('reefl+nope', 'reefl+reefl'):
     with pytest.raises(ValueError, match='joined by'):
       reefl_mnist.get_sweep(bad)
@@ -198,6 +201,25 @@ def test_tuned_learning_rates_are_points_of_the_sweep_grid(name):
       assert reefl_methods.settings(method, config)['lr'] in values, (variant, method)
   quick, full = config_module.get_config('quick'), config_module.get_config()
   assert quick.fl.kd_rounds / quick.fl.rounds == full.fl.kd_rounds / full.fl.rounds  # 30%
+
+
+@pytest.mark.parametrize('regime', ['frozen', 'lora'])
+def test_pretrained_regimes_are_tuned_on_the_mnist_grid(regime):
+  """The chosen values come from the pretrained sweep's grid; otherwise :quick."""
+  from configs import reefl_mnist, reefl_mnist_pretrained  # pylint: disable=g-import-not-at-top
+  from configs.sweeps import reefl_mnist_pretrained as sweep  # pylint: disable=g-import-not-at-top
+  config = reefl_mnist_pretrained.get_config(regime)
+  assert config.regimes == (regime,) and config.model.init_checkpoint
+  studies = sweep.get_sweep()
+  assert {s['method'] for s in studies} == set(reefl_methods.SHARED)
+  for s in studies:
+    chosen = reefl_methods.settings(s['method'], config)['lr']
+    assert chosen in s['grid'][f"per_method.{s['method']}.lr"], (regime, s['method'])
+  quick = reefl_mnist.get_config('quick')
+  assert (config.fl.rounds, config.fl.kd_rounds, config.repeats, config.data.to_dict()) == (
+      quick.fl.rounds, quick.fl.kd_rounds, quick.repeats, quick.data.to_dict())
+  with pytest.raises(ValueError, match='reefl_mnist_pretrained.py:full'):
+    reefl_mnist_pretrained.get_config('full')
 
 
 def test_resume_drops_the_records_of_an_unfinished_member(tmp_path):

@@ -1,7 +1,7 @@
 r"""The sweep that chooses each method's learning rate in configs/reefl_cifar10.py.
 
   python -m experiments.sweep --config=configs/reefl_cifar10.py \
-      --config.data.dir=/work/data/cifar10 \
+      --config.data.dir=DIR \
       --config.methods='("reefl","reefl_maximum","exclusivefl","inclusivefl","inclusivefl_nomd","depthfl","depthfl_feddyn","scalefl")' \
       --sweep=configs/sweeps/reefl_cifar10.py --workdir=runs/sweep-reefl-cifar10
 

@@ -43,19 +43,23 @@ COMPARISON = ('reefl', 'reefl_maximum', 'exclusivefl', 'inclusivefl', 'inclusive
 ABLATIONS = ('reefl_lastkd', 'reefl_nokd', 'reefl_nomod')
 
 
-def grid(method):
-  values = FEDDYN_LR if method == 'depthfl_feddyn' else LR
-  return {'method': method, 'seeds': SEEDS, 'grid': {f'per_method.{method}.lr': values}}
+def grid(method, lr=tuple(LR), feddyn_lr=tuple(FEDDYN_LR)):
+  values = feddyn_lr if method == 'depthfl_feddyn' else lr
+  return {'method': method, 'seeds': SEEDS, 'grid': {f'per_method.{method}.lr': list(values)}}
 
 
-def get_sweep(variant: str = 'comparison'):
-  """``comparison``, ``ablations`` or methods joined by ``+`` (a part of either)."""
-  if variant in ('comparison', 'ablations'):
-    return [grid(m) for m in (COMPARISON if variant == 'comparison' else ABLATIONS)]
-  methods = variant.split('+')
+def get_sweep(variant: str = 'comparison', *, lr=tuple(LR), feddyn_lr=tuple(FEDDYN_LR),
+              name: str = 'reefl_mnist'):
+  """``comparison``, ``ablations``, ``all`` or methods joined by ``+``.
+
+  ``lr`` / ``feddyn_lr``: the grids (another sweep file may shift them);
+  ``name``: that file's, for the error.
+  """
+  named = {'comparison': COMPARISON, 'ablations': ABLATIONS, 'all': COMPARISON + ABLATIONS}
+  methods = named[variant] if variant in named else variant.split('+')
   unknown = [m for m in methods if m not in COMPARISON + ABLATIONS]
   if unknown or len(set(methods)) != len(methods):
-    raise ValueError(f"configs/sweeps/reefl_mnist.py:{variant}: expected 'comparison', "
-                     f"'ablations' or distinct methods joined by '+' of "
+    raise ValueError(f"configs/sweeps/{name}.py:{variant}: expected 'comparison', "
+                     f"'ablations', 'all' or distinct methods joined by '+' of "
                      f"{', '.join(COMPARISON + ABLATIONS)}")
-  return [grid(m) for m in methods]
+  return [grid(m, lr, feddyn_lr) for m in methods]

@@ -15,7 +15,8 @@ Two sources (``config.model.init_checkpoint``):
   dropped (ReeFL's exits have their own head and norms).
 * an ``.npz`` written by ``python -m experiments.pretrain`` (``flat path -> array``).
 
-Only the backbone is replaced; Ree and LoRA factors keep their initial values.
+Only the backbone is replaced; Ree, the baselines' per-exit heads and LoRA factors keep
+their initial values.
 """
 
 from __future__ import annotations
@@ -142,6 +143,12 @@ def deit_to_flat(state: dict[str, np.ndarray], cfg: vit.ViTConfig) -> dict[str, 
   return out
 
 
+def _is_backbone(path: str) -> bool:
+  """Not what reads the exits (Ree; the baselines' per-exit ``heads``), not LoRA."""
+  return (not path.startswith(('ree/', 'heads/'))
+          and path.rsplit('/', 1)[-1] not in ('lora_a', 'lora_b'))
+
+
 def load_backbone(path: str, params: dict, cfg: vit.ViTConfig) -> dict:
   """``params`` with the backbone read from ``path`` (``.pth`` or ``.npz``)."""
   if path.endswith('.npz'):
@@ -152,7 +159,7 @@ def load_backbone(path: str, params: dict, cfg: vit.ViTConfig) -> dict:
   current = flatten(params)
   new: dict[str, Any] = dict(current)
   for k, v in flat.items():
-    if k.startswith('ree/') or k.rsplit('/', 1)[-1] in ('lora_a', 'lora_b'):
+    if not _is_backbone(k):
       continue
     if k.startswith('blocks/') and int(k.split('/')[1]) >= cfg.depth:
       continue
@@ -161,8 +168,7 @@ def load_backbone(path: str, params: dict, cfg: vit.ViTConfig) -> dict:
     if tuple(np.shape(v)) != tuple(current[k].shape):
       raise ValueError(f'{path}: {k} is {np.shape(v)}, the model needs {current[k].shape}')
     new[k] = jnp.asarray(v, jnp.float32)
-  missing = [k for k in current if not k.startswith('ree/') and k not in flat
-             and k.rsplit('/', 1)[-1] not in ('lora_a', 'lora_b')]
+  missing = [k for k in current if _is_backbone(k) and k not in flat]
   if missing:
     raise ValueError(f'{path} lacks {len(missing)} backbone arrays, e.g. {missing[0]}')
   return unflatten(new, params)

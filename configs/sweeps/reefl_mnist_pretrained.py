@@ -1,0 +1,28 @@
+r"""The sweep that chooses each method's learning rate in configs/reefl_mnist_pretrained.py.
+
+  python -m experiments.sweep --config=configs/reefl_mnist_pretrained.py:frozen \
+      --config.data.dir=../shared/data/mnist --config.eval_every=50 \
+      --sweep=configs/sweeps/reefl_mnist_pretrained.py:all --workdir=runs/sweep-frozen
+  (and :lora, --workdir=runs/sweep-lora)
+
+``configs/sweeps/reefl_mnist.py``'s studies (every method, one seed, its own
+starting learning rate only) on a grid one octave higher and one point longer:
+0.05 / 0.1 / 0.2 / 0.4 (DepthFL + FedDyn 0.1 / 0.2 / 0.4 / 0.8). With the
+backbone fixed, only Ree or the exit heads (and LoRA factors) train, and the
+first members on that grid's 0.025 / 0.05 / 0.1 rose monotonically on the
+validation clients (frozen ReeFL 38.8 / 46.9 / 53.8%), so its top was not the
+best; every method gets the same shifted grid. Chosen on the 10 validation
+clients' accuracy, mean over exits; one sweep per regime (the best settings
+differ by regime). Variants as the MNIST sweep's: ``comparison``, ``ablations``,
+``all``, or methods joined by ``+``.
+"""
+
+from configs.sweeps import reefl_mnist
+
+LR = (0.05, 0.1, 0.2, 0.4)
+FEDDYN_LR = (0.1, 0.2, 0.4, 0.8)
+
+
+def get_sweep(variant: str = 'all'):
+  return reefl_mnist.get_sweep(variant, lr=LR, feddyn_lr=FEDDYN_LR,
+                               name='reefl_mnist_pretrained')
