@@ -31,9 +31,9 @@ from configs import reefl_mnist
 
 # Chosen on the validation clients in the frozen regime (module docstring).
 PER_METHOD_LR = {
-    'reefl': 0.2, 'reefl_lastkd': 0.05, 'reefl_nokd': 0.05, 'reefl_nomod': 0.05,
-    'reefl_maximum': 0.2, 'exclusivefl': 0.05, 'inclusivefl': 0.05,
-    'inclusivefl_nomd': 0.05, 'depthfl': 0.05, 'depthfl_feddyn': 0.1, 'scalefl': 0.05,
+    'reefl': 0.2, 'reefl_lastkd': 0.2, 'reefl_nokd': 0.2, 'reefl_nomod': 0.4,
+    'reefl_maximum': 0.2, 'exclusivefl': 0.4, 'inclusivefl': 0.4,
+    'inclusivefl_nomd': 0.4, 'depthfl': 0.4, 'depthfl_feddyn': 0.8, 'scalefl': 0.4,
 }
 REGIMES = ('frozen', 'lora')
 BACKBONE = 'runs/reefl_mnist_backbone.npz'  # where the pretraining command above writes
