@@ -40,8 +40,11 @@ def main(argv):
           f'last-exit held-out accuracy {100 * acc:.2f}% ({time.perf_counter() - start:.0f} s)',
           flush=True)
 
-  acc = pretrain.pretrain(_CONFIG.value, _OUT.value, epochs=_EPOCHS.value, lr=_LR.value,
-                          batch=_BATCH.value, progress=progress)
+  try:
+    acc = pretrain.pretrain(_CONFIG.value, _OUT.value, epochs=_EPOCHS.value, lr=_LR.value,
+                            batch=_BATCH.value, progress=progress)
+  except (*cli.USER_ERRORS, OSError) as e:
+    cli.exit_with(e)
   print(f'wrote {_OUT.value}: last-exit accuracy on the held-out 10% {100 * acc:.2f}% '
         f'({time.perf_counter() - start:.0f} s)')
 

@@ -10,7 +10,9 @@ import numpy as np
 import optax
 
 from mg import reefl_run
+from mg.config import ConfigError
 from mg.data import dirichlet
+from mg.models import pretrained
 from mg.models import vit
 from mg.models.tree_paths import flatten
 
@@ -32,7 +34,8 @@ def fit_images(images: np.ndarray, image_size: int, channels: int) -> np.ndarray
   if channels == 1 and c == 3:
     images = images @ _LUMA[:, None]
   elif channels != c:
-    raise ValueError(f'cannot fit {c}-channel images to a {channels}-channel model')
+    raise ConfigError(f'model.in_chans={channels}: cannot fit {c}-channel images to it '
+                      '(1 greys colour images; 0 takes the dataset\'s channels)')
   h, w = images.shape[1:3]
   if h > image_size or w > image_size:
     top, left = max(h - image_size, 0) // 2, max(w - image_size, 0) // 2
@@ -76,7 +79,6 @@ def pretrain(config, out: str, *, epochs: int, lr: float, batch: int, seed: int 
                               == labels[held[i:i + 500]])) for i in range(0, len(held), 500))
     return correct / len(held)
 
-  acc = held_out_accuracy(params)
   for epoch in range(epochs):
     order = rng.permutation(kept)
     losses = []
@@ -84,9 +86,15 @@ def pretrain(config, out: str, *, epochs: int, lr: float, batch: int, seed: int 
       idx = order[i:i + batch]
       params, opt, loss = step(params, opt, jnp.asarray(images[idx]), jnp.asarray(labels[idx]))
       losses.append(loss)
+    mean_loss = float(jnp.mean(jnp.stack(losses)))
+    if not np.isfinite(mean_loss):
+      raise ConfigError(f'pretraining diverged: the training loss is {mean_loss} in epoch '
+                        f'{epoch + 1}; lower the step size (lr={lr}); nothing was written')
     acc = held_out_accuracy(params)
     if progress is not None:
-      progress(epoch + 1, float(jnp.mean(jnp.stack(losses))), acc)
-  backbone = {k: np.asarray(v) for k, v in flatten(params).items() if not k.startswith('ree/')}
+      progress(epoch + 1, mean_loss, acc)
+  if not epochs:
+    acc = held_out_accuracy(params)
+  backbone = {k: np.asarray(v) for k, v in flatten(params).items() if pretrained.is_backbone(k)}
   np.savez(out, **backbone)
   return acc

@@ -170,7 +170,7 @@ def test_fit_images_greys_by_luma_and_centre_crops():
   np.testing.assert_allclose(fitted, 0.299 + 2 * 0.587 + 4 * 0.114, rtol=1e-6)
   # Same channels and a smaller image: untouched (the model resizes on the fly).
   np.testing.assert_array_equal(pretrain.fit_images(images[..., :1], 8, 1), images[..., :1])
-  with pytest.raises(ValueError, match='2-channel'):
+  with pytest.raises(ValueError, match='model.in_chans=2: cannot fit 3-channel'):
     pretrain.fit_images(images, 4, 2)
 
 
@@ -199,10 +199,13 @@ def test_pretrain_writes_a_backbone_the_federated_model_loads(tmp_path):
   heads_init = reefl_run._heads_init(jax.random.PRNGKey(7), heads_cfg)  # pylint: disable=protected-access
   heads = flatten(pretrained.load_backbone(out, heads_init, heads_cfg))
   assert any(k.startswith('heads/') for k in heads)
-  for k, v in heads.items():
-    with np.load(out) as z:
+  with np.load(out) as z:
+    for k, v in heads.items():
       want = z[k] if k in z.files else flatten(heads_init)[k]
-    np.testing.assert_array_equal(v, want)
+      np.testing.assert_array_equal(v, want)
+  with pytest.raises(reefl_run.ConfigError, match='pretraining diverged'):
+    pretrain.pretrain(config, str(tmp_path / 'nan.npz'), epochs=1, lr=1e30, batch=64)
+  assert not (tmp_path / 'nan.npz').exists()
   config.model.init_checkpoint = str(tmp_path / 'missing.npz')
   with pytest.raises(reefl_run.ConfigError, match='missing.npz.* is not a file'):
     reefl_run.validate(config)

@@ -143,8 +143,9 @@ def deit_to_flat(state: dict[str, np.ndarray], cfg: vit.ViTConfig) -> dict[str, 
   return out
 
 
-def _is_backbone(path: str) -> bool:
-  """Not what reads the exits (Ree; the baselines' per-exit ``heads``), not LoRA."""
+def is_backbone(path: str) -> bool:
+  """What a pretrained backbone holds: not what reads the exits (Ree; the baselines'
+  per-exit ``heads``), not LoRA factors."""
   return (not path.startswith(('ree/', 'heads/'))
           and path.rsplit('/', 1)[-1] not in ('lora_a', 'lora_b'))
 
@@ -159,7 +160,7 @@ def load_backbone(path: str, params: dict, cfg: vit.ViTConfig) -> dict:
   current = flatten(params)
   new: dict[str, Any] = dict(current)
   for k, v in flat.items():
-    if not _is_backbone(k):
+    if not is_backbone(k):
       continue
     if k.startswith('blocks/') and int(k.split('/')[1]) >= cfg.depth:
       continue
@@ -168,7 +169,7 @@ def load_backbone(path: str, params: dict, cfg: vit.ViTConfig) -> dict:
     if tuple(np.shape(v)) != tuple(current[k].shape):
       raise ValueError(f'{path}: {k} is {np.shape(v)}, the model needs {current[k].shape}')
     new[k] = jnp.asarray(v, jnp.float32)
-  missing = [k for k in current if _is_backbone(k) and k not in flat]
+  missing = [k for k in current if is_backbone(k) and k not in flat]
   if missing:
     raise ValueError(f'{path} lacks {len(missing)} backbone arrays, e.g. {missing[0]}')
   return unflatten(new, params)
