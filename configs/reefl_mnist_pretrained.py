@@ -18,29 +18,35 @@ KD ramp over 15, 3 repeats, all 11 methods) in one regime: ``frozen`` (only
 Ree, or a baseline's exit heads, train and upload) or ``lora`` (those and rank-8
 LoRA factors on q and v, alpha 16).
 
-Settings: each method's starting learning rate in the ``frozen`` regime was
-chosen on the 10 validation clients, never on the test split, by
-``configs/sweeps/reefl_mnist_pretrained.py`` (4 values per method, one seed).
-``lora`` was not swept here (only ReeFL's and the all-full-budget members ran,
-and both chose 0.2 as in ``frozen``): it runs at the ``frozen`` rates.
-Expected: README "ReeFL baselines" (pretrained backbone).
+Settings: each method's starting learning rate, per regime, was chosen on the
+10 validation clients, never on the test split, by
+``configs/sweeps/reefl_mnist_pretrained.py`` (7 values per method, one seed, one
+sweep per regime). Expected: README "ReeFL baselines" (pretrained backbone).
 """
 
 from configs import reefl_common
 from configs import reefl_mnist
 
-# Chosen on the validation clients in the frozen regime (module docstring).
+# Chosen on the validation clients, one sweep per regime (module docstring).
 PER_METHOD_LR = {
-    'reefl': 0.2, 'reefl_lastkd': 0.2, 'reefl_nokd': 0.2, 'reefl_nomod': 0.4,
-    'reefl_maximum': 0.2, 'exclusivefl': 0.4, 'inclusivefl': 0.4,
-    'inclusivefl_nomd': 0.4, 'depthfl': 0.4, 'depthfl_feddyn': 0.8, 'scalefl': 0.4,
+    'frozen': {
+        'reefl': 0.2, 'reefl_lastkd': 0.2, 'reefl_nokd': 0.2, 'reefl_nomod': 0.4,
+        'reefl_maximum': 0.2, 'exclusivefl': 1.6, 'inclusivefl': 1.6,
+        'inclusivefl_nomd': 1.6, 'depthfl': 1.6, 'depthfl_feddyn': 0.8,
+        'scalefl': 1.6,
+    },
+    'lora': {
+        'reefl': 0.2, 'reefl_lastkd': 0.2, 'reefl_nokd': 0.2, 'reefl_nomod': 0.2,
+        'reefl_maximum': 0.2, 'exclusivefl': 0.4, 'inclusivefl': 0.4,
+        'inclusivefl_nomd': 0.4, 'depthfl': 0.4, 'depthfl_feddyn': 0.2, 'scalefl': 0.4,
+    },
 }
 REGIMES = ('frozen', 'lora')
 BACKBONE = 'runs/reefl_mnist_backbone.npz'  # where the pretraining command above writes
 
 
 def get_config(regime: str = 'frozen'):
-  """``frozen`` or ``lora``: the regime (both at the rates chosen for ``frozen``)."""
+  """``frozen`` or ``lora``: the regime, at the rates chosen for it."""
   if regime not in REGIMES:
     raise ValueError(f"configs/reefl_mnist_pretrained.py:{regime}: expected one of "
                      f"{', '.join(REGIMES)}")
@@ -48,5 +54,5 @@ def get_config(regime: str = 'frozen'):
   config.regimes = (regime,)
   config.methods = reefl_common.METHODS + reefl_common.BASELINES
   config.model.init_checkpoint = BACKBONE
-  return reefl_common.tuned(config, PER_METHOD_LR, 'full', quick_rounds=50,
+  return reefl_common.tuned(config, PER_METHOD_LR[regime], 'full', quick_rounds=50,
                             name='reefl_mnist_pretrained')

@@ -205,13 +205,15 @@ def test_tuned_learning_rates_are_points_of_the_sweep_grid(name):
 
 @pytest.mark.parametrize('regime', ['frozen', 'lora'])
 def test_pretrained_regimes_are_tuned_on_the_mnist_grid(regime):
-  """The chosen values come from the pretrained sweep's grid; otherwise :quick."""
+  """Each regime's own chosen values come from the pretrained sweep's grid; otherwise :quick."""
   from configs import reefl_mnist, reefl_mnist_pretrained  # pylint: disable=g-import-not-at-top
   from configs.sweeps import reefl_mnist_pretrained as sweep  # pylint: disable=g-import-not-at-top
   config = reefl_mnist_pretrained.get_config(regime)
   assert config.regimes == (regime,) and config.model.init_checkpoint
   studies = sweep.get_sweep()
   assert {s['method'] for s in studies} == set(reefl_methods.SHARED)
+  assert set(reefl_mnist_pretrained.PER_METHOD_LR) == set(reefl_mnist_pretrained.REGIMES)
+  assert set(reefl_mnist_pretrained.PER_METHOD_LR[regime]) == set(reefl_methods.SHARED)
   for s in studies:
     chosen = reefl_methods.settings(s['method'], config)['lr']
     assert chosen in s['grid'][f"per_method.{s['method']}.lr"], (regime, s['method'])
