@@ -41,7 +41,7 @@ PER_METHOD_LR = {
         'inclusivefl_nomd': 0.4, 'depthfl': 0.4, 'depthfl_feddyn': 0.2, 'scalefl': 0.4,
     },
 }
-REGIMES = ('frozen', 'lora')
+REGIMES = tuple(PER_METHOD_LR)  # 'frozen', 'lora'
 BACKBONE = 'runs/reefl_mnist_backbone.npz'  # where the pretraining command above writes
 
 
