@@ -3,8 +3,9 @@ r"""CIFAR-10 with CNN-4 gated at conv3 (the paper's s.5, Tables 1-2).
   python -m experiments.main --config=configs/cifar10.py --config.data.dir=DIR
   python -m experiments.main --config=configs/cifar10.py:quick --config.data.dir=DIR
 
-``DIR/cifar-10-batches-py`` holds the official python files (on a machine
-without internet: ``python ../shared/tools/get_cifar10.py --out DIR``).
+``DIR/cifar-10-batches-py`` holds the official python files (download and
+unpack ``cifar-10-python.tar.gz`` into DIR, or ``tfds build cifar10`` and
+``--config.data.source=tfds``; see docs/design.md, "Data").
 
 60 tasks of 2 classes with 221-1,500 images each (the paper: 221-2,792; the
 upper end is lowered so 60 tasks fit in CIFAR-10's 6,000 images per class):
@@ -24,7 +25,7 @@ budget, not its own:
 
 Per-FedAvg (HF) has no working configuration in its grid: at alpha 0.01 it
 diverges by round 3, at 0.003 its validation accuracy ends below chance
-(README.md, "CIFAR-10").
+(docs/metagater_results.md, "CIFAR-10").
 
 ``:quick`` is the variant meant to finish all methods and 3 repeats within an
 hour on a 2-core CPU: 40 rounds of 10 sampled tasks (of 40 meta-training
@@ -32,7 +33,7 @@ tasks), 10 validation and 10 target tasks, one evaluation (after the last
 round), adaptation on 128 support images. A small training budget: its
 accuracies are those of briefly trained networks.
 
-Expected: README.md, "CIFAR-10", gives the measured tables, times and the
+Expected: docs/metagater_results.md, "CIFAR-10", gives the measured tables, times and the
 full config's time per round.
 """
 

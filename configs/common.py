@@ -31,6 +31,7 @@ PER_METHOD = {
 def get_config() -> ml_collections.ConfigDict:
   """The defaults; a config file overrides what its setup needs."""
   config = ml_collections.ConfigDict()
+  config.system = 'metagater'  # mg.systems: which package runs this config
   config.seed = 0
   # The paper averages 5 repeats; repeat r draws its own partition (seed + r)
   # and its own training keys.
@@ -75,7 +76,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Layer names that carry a gate; empty means the paper's default for the model.
   config.model.gated_layers = ()
   config.model.gate_hidden = 16
-  config.model.tau = 1.0        # Gumbel-softmax temperature (DESIGN.md s.1).
+  config.model.tau = 1.0        # Gumbel-softmax temperature (docs/design.md s.1).
 
   config.meta = ml_collections.ConfigDict()
   config.meta.rounds = 100

@@ -17,7 +17,7 @@ never on the targets):
   python -m experiments.sweep --config=configs/digits.py \
       --sweep=configs/sweeps/digits.py --workdir=runs/sweep-digits
 
-Expected: README.md, "Results", gives what was measured with the command
+Expected: docs/metagater_results.md, gives what was measured with the command
 above.
 """
 

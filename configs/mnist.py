@@ -1,10 +1,11 @@
 r"""MNIST with the MLP 784-100-C gated on its hidden layer (the paper's s.5).
 
   python -m experiments.main --config=configs/mnist.py \
-      --config.data.dir=../shared/data/mnist
+      --config.data.dir=DIR
 
-Default: the real MNIST *test* set (10,000 images, the official IDX files; the
-only MNIST available offline here) split into 25 tasks of 2 classes with
+``DIR`` holds the official IDX files (``t10k-images-idx3-ubyte[.gz]`` and its
+labels; see docs/design.md, "Data"). Default: the real MNIST *test* set (10,000
+images) split into 25 tasks of 2 classes with
 120-400 images each (the paper's 1,165-3,834 per task needs the 70,000 images
 of the full set): 15 meta-training tasks (5 sampled per round, as in the
 paper), 5 validation tasks and 5 target tasks. 200 rounds of 5 local steps;
@@ -12,7 +13,7 @@ paper), 5 validation tasks and 5 target tasks. 200 rounds of 5 local steps;
 
 Settings: every method's own step sizes and strengths (``per_method``) were
 chosen on the validation tasks by ``configs/sweeps/mnist.py`` (9
-configurations per method, seed 0; README.md, "Results"); never on the
+configurations per method, seed 0; docs/metagater_results.md); never on the
 targets. The ``eta_t`` policy (``meta.eta``, shared by the two methods it
 applies to, MetaGater and MetaGater w/o gating) was chosen by running
 ``configs/sweeps/mnist.py:eta`` under each policy and taking the one with the
@@ -20,7 +21,7 @@ higher mean of the two methods' best validation accuracies: ``convex`` 95.73
 (w/o gating 95.62, MetaGater 95.84) against ``nonconvex`` 95.06 (93.48,
 96.64); those two methods' settings are their best under ``convex``.
 
-Expected: README.md, "Results", gives what was measured with the command
+Expected: docs/metagater_results.md, gives what was measured with the command
 above.
 
   python -m experiments.main --config=configs/mnist.py:paper

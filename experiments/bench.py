@@ -2,7 +2,7 @@ r"""Speed of a federated round per client-mapping strategy, against a roofline.
 
   python -m experiments.bench --config=configs/cifar10.py
   python -m experiments.bench --config=configs/mnist.py \
-      --config.data.dir=../shared/data/mnist [--methods=metagater,fedavg]
+      --config.data.dir=DIR [--methods=metagater,fedavg]
 
 For each method (default: metagater) it measures one round of the config
 (``meta.tasks_per_round`` tasks, ``K = meta.local_steps`` local steps of
@@ -28,7 +28,7 @@ default strategy. Per row:
 
 * ``torch_seconds_per_round``, ``torch_images_per_second``, ``vs_torch``
   (torch s/round over this row's s/round): the PyTorch reference round
-  (``mg.torch_reference``, a plain per-client loop of the same round) timed
+  (``mg.metagater.torch_reference``, a plain per-client loop of the same round) timed
   after each of this row's rounds; the ``torch`` strategy row is that round
   itself. Absent when torch is not installed (optional; a note says so).
 
@@ -45,7 +45,7 @@ the last line printed is one JSON object:
 "peak_memory_bytes", ...}]}``.
 
 Notes (2-core AVX-512 CPU; each figure a median of alternating runs in one
-process; README "Speed"):
+process; docs/speed.md):
 
 * PyTorch's threads. Under load (other jobs on the 2 cores) the reference
   ran a CNN-4 step (batch 64) at 161 images/s with 2 threads and 465 with 1
@@ -62,7 +62,7 @@ process; README "Speed"):
   tasks were not built.
 * The JAX max-pool's tie rule in PyTorch (``amax`` over a reshape) made the
   reference 1.6x slower; the reference keeps ``F.max_pool2d``
-  (``mg.torch_reference``).
+  (``mg.metagater.torch_reference``).
 * Compile cache (``config.compile_cache_dir``): the digits default, all
   methods, one repeat, idle machine: compile 42.1 s of 94.2 s wall cold
   (45%), 10.6 s of 66.4 s warm (16%); earlier, with YNNPACK and under load,
@@ -88,12 +88,11 @@ from ml_collections import config_flags
 
 from experiments import bench_reefl
 from experiments import cli
-from mg import config as config_lib
 from mg import data as data_lib
-from mg import methods as methods_lib
-from mg import reefl_run
-from mg import torch_reference
-from mg.algorithms import common
+from mg import systems
+from mg.metagater import methods as methods_lib
+from mg.metagater import torch_reference
+from mg.federated import server as server_lib
 from mg.federated import backend
 from mg.federated import mapping
 from mg.federated import sharding
@@ -117,7 +116,7 @@ _MAX_SECONDS = flags.DEFINE_float(
 _SYNTHETIC = flags.DEFINE_bool('synthetic', False, 'Synthetic inputs even if the data exist.')
 _SHARD = flags.DEFINE_bool('shard', True, 'Shard vmap/fused rounds over all devices.')
 _TORCH = flags.DEFINE_bool(
-    'torch', True, 'Time the PyTorch reference round (mg.torch_reference) when torch imports.')
+    'torch', True, 'Time the PyTorch reference round (mg.metagater.torch_reference) when torch imports.')
 _TORCH_THREADS = flags.DEFINE_integer(
     'torch_threads', 0, 'Threads of the PyTorch reference (0: the CPUs this process may use).')
 _REEFL_CLIENT_IMAGES = flags.DEFINE_integer(
@@ -179,7 +178,7 @@ def _block(tree):
 
 def roofline_step(model, batch_size: int, tau: float):
   """One jitted training step (value_and_grad + SGD) at ``batch_size``."""
-  loss = common.task_loss(model, tau)
+  loss = server_lib.task_loss(model, tau)
   shape = (batch_size,) + tuple(model.input_shape)
 
   @jax.jit
@@ -265,7 +264,7 @@ def time_row(round_fn, state, data, key, step, step_args, steps_per_burst: int,
 
 # ----------------------------------------------------------------------------- rows
 
-# Methods with a PyTorch reference round (mg.torch_reference).
+# Methods with a PyTorch reference round (mg.metagater.torch_reference).
 TORCH_METHODS = ('metagater', 'metagater_nogate', 'metagater_unaccelerated')
 
 
@@ -480,6 +479,10 @@ def flag_problems(methods, strategies, scale_tasks, scale_steps, rounds, min_rou
   return problems
 
 
+# Each system's rows, by ``config.system`` (``mg.systems``).
+_BENCHES = {'metagater': run_bench, 'reefl': run_reefl_bench}
+
+
 def main(argv):
   if len(argv) > 1:
     sys.exit(f'error: unexpected arguments: {argv[1:]}')
@@ -489,13 +492,12 @@ def main(argv):
                            _MIN_ROUNDS.value, _MAX_SECONDS.value)
   if problems:
     sys.exit('error: ' + '; '.join(problems))
-  reefl_config = _CONFIG.value.get('system') == 'reefl'
   try:
-    (reefl_run.validate if reefl_config else config_lib.validate)(_CONFIG.value)
+    systems.get(_CONFIG.value).validate(_CONFIG.value)
   except cli.USER_ERRORS as e:
     cli.exit_with(e)
   backend.configure(tune_cpu=_TUNE_CPU.value)
-  result = run_reefl_bench(_CONFIG.value) if reefl_config else run_bench(_CONFIG.value)
+  result = _BENCHES[systems.name_of(_CONFIG.value)](_CONFIG.value)
   sys.stdout.write(json.dumps(result) + '\n')
 
 

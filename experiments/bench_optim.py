@@ -4,7 +4,7 @@ Usage::
 
   python -m experiments.bench_optim [--repeats=500] [--warmup=20]
 
-The tree is the CNN-4 + gating parameter tree of the CIFAR-10 experiment (DESIGN.md
+The tree is the CNN-4 + gating parameter tree of the CIFAR-10 experiment (docs/design.md
 section 6: conv 32, 64, 128, dense from 2048, one gate at conv3 with hidden width 16),
 built from shapes so that this benchmark depends on ``mg.optim`` and ``mg.prox`` only.
 Each row times one jitted ``update`` plus ``optax.apply_updates`` (no donation), fed
@@ -59,7 +59,7 @@ def _random_tree(shapes, key):
 
 
 def gate_output_mask(params):
-  """True on phi/*/out/* leaves: the group-lasso groups (DESIGN.md section 2)."""
+  """True on phi/*/out/* leaves: the group-lasso groups (docs/design.md section 2)."""
   def is_gate_output(path, _):
     names = [getattr(entry, 'key', None) for entry in path]
     return names[0] == 'phi' and names[2] == 'out'

@@ -1,20 +1,20 @@
 r"""ReeFL rows of ``python -m experiments.bench``: local training per tier, one round.
 
-  python -m experiments.bench --config=configs/reefl_mnist.py
+  python -m experiments.bench --config=configs/reefl/mnist.py
 
 For a ReeFL config (``config.system == 'reefl'``), method ``reefl`` in the
 config's first regime, on synthetic inputs of the dataset's shapes (speed does
 not depend on the pixels):
 
 * one row per budget tier (``section`` 'tier<t>'): one client's local training
-  program (``mg.algorithms.reefl.make_local_train``: one epoch of
+  program (``mg.reefl.algorithms.reefl.make_local_train``: one epoch of
   ``--reefl_client_images`` images in batches of ``fl.batch_size``, KD and
   clipping included) against that tier's single-step roofline, one jitted
   ``value_and_grad`` + clipped SGD step of the same loss on one batch, timed
   in alternation;
 * one row for a whole round (``section`` 'round'): ``fl.clients_per_round``
   clients of tiers ``i mod E`` one after another plus the float64 aggregation
-  (``mg.algorithms.reefl.train_round``); its roofline is the round's steps at
+  (``mg.reefl.algorithms.reefl.train_round``); its roofline is the round's steps at
   the tier rows' step times.
 
 Rows have the fields of the MetaGater rows (``tasks_per_round`` = clients,
@@ -26,8 +26,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mg import reefl_run
-from mg.algorithms import reefl
+from mg.reefl import config as reefl_config
+from mg.reefl import run as reefl_run
+from mg.reefl.algorithms import reefl
 from mg.data.specs import SPECS
 from mg.models import vit
 
@@ -67,7 +68,7 @@ def reefl_rows(config, time_row, client_images: int, print_row) -> tuple[list, s
   fl = config.fl
   spec = SPECS[config.data.name]
   kd_mode, modulation = reefl.METHODS['reefl']
-  cfg = reefl_run.model_config(config, modulation)
+  cfg = reefl_config.model_config(config, modulation)
   regime = config.regimes[0]
   if regime == 'lora':
     cfg = cfg._replace(lora_rank=config.model.lora_rank, lora_alpha=config.model.lora_alpha)

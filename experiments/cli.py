@@ -6,20 +6,28 @@ the command with one line on stderr saying what to do, and a non-zero exit
 status; never a traceback.
 """
 
+import datetime
+import os
 import re
 import sys
 from typing import Optional
 
 from absl import flags
 
-from mg import checkpoint as checkpoint_lib
-from mg import config as config_lib
 from mg import data as data_lib
-from mg import workdir as workdir_lib
+from mg.errors import ConfigError
+from mg.harness import checkpoint as checkpoint_lib
+from mg.harness import workdir as workdir_lib
 
 # The errors whose message is the whole story (it names the input and the fix).
-USER_ERRORS = (config_lib.ConfigError, data_lib.DataError, workdir_lib.WorkdirError,
+USER_ERRORS = (ConfigError, data_lib.DataError, workdir_lib.WorkdirError,
                checkpoint_lib.CheckpointError)
+
+
+def default_workdir(config_name: str) -> str:
+  """A fresh ``runs/<config>-<time>`` folder, when no ``--workdir`` is given."""
+  stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+  return os.path.join('runs', f'{config_name}-{stamp}')
 
 
 def parse_flags(argv):

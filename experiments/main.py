@@ -19,10 +19,9 @@ from absl import logging
 from ml_collections import config_flags
 
 from experiments import cli
-from mg import checkpoint as checkpoint_lib
-from mg import reefl_run
-from mg import run as run_lib
+from mg import systems
 from mg.federated import backend
+from mg.harness import checkpoint as checkpoint_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file (configs/*.py).', lock_config=True)
@@ -31,8 +30,12 @@ _WORKDIR = flags.DEFINE_string(
 
 
 def resume_command(workdir: str) -> str:
-  """The command line that resumes this run (with its workdir made explicit)."""
-  args = [a for a in sys.argv[1:]]
+  """The command line that resumes this run (with its workdir made explicit).
+
+  A ``--config.resume=...`` of the interrupted command is dropped: the run it
+  started is resumed, not started over again.
+  """
+  args = [a for a in sys.argv[1:] if not a.startswith('--config.resume=')]
   if not any(a == '--workdir' or a.startswith('--workdir=') for a in args):
     args.append(f'--workdir={workdir}')
   return shlex.join(['python', '-m', 'experiments.main', *args])
@@ -47,16 +50,13 @@ def main(argv):
   backend.configure(_CONFIG.value.get('distributed'),
                     compile_cache_dir=_CONFIG.value.get('compile_cache_dir'))
   config_name = os.path.splitext(os.path.basename(flags.FLAGS['config'].config_filename))[0]
-  workdir = _WORKDIR.value or run_lib.default_workdir(config_name)
+  workdir = _WORKDIR.value or cli.default_workdir(config_name)
   made = None if os.path.exists(workdir) else workdir  # removed again if refused
   print(f'workdir: {workdir}', flush=True)
   start = time.perf_counter()
   try:
     with backend.CompileClock() as clock:
-      if _CONFIG.value.get('system') == 'reefl':
-        reefl_run.run(_CONFIG.value, workdir)
-      else:
-        run_lib.run(_CONFIG.value, workdir)
+      systems.get(_CONFIG.value).run(_CONFIG.value, workdir)
   except checkpoint_lib.Interrupted as e:
     print(f'interrupted at {e.where}; its progress is checkpointed in '
           f'{os.path.join(workdir, checkpoint_lib.CHECKPOINT_DIR)}; resume with:\n'

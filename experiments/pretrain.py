@@ -1,6 +1,6 @@
 r"""Pretrains a ReeFL backbone centrally, for the ``frozen`` and ``lora`` regimes.
 
-  python -m experiments.pretrain --config=configs/reefl_mnist.py \
+  python -m experiments.pretrain --config=configs/reefl/mnist.py \
       --config.data.name=cifar10 --config.data.split=train --config.data.dir=DIR \
       --config.model.in_chans=1 --out=runs/reefl_mnist_backbone.npz \
       [--epochs=10 --lr=1e-3 --batch=128]
@@ -9,9 +9,9 @@ Trains the config's ViT (every exit, summed cross-entropies, Adam) on
 ``config.data`` (90% of ``data.split``; the other 10% measures it, printed after
 every epoch), then writes the backbone (not Ree and its head) as ``{flat path:
 array}`` to ``--out``. The images are fitted to the model
-(``mg.pretrain.fit_images``: grey by luma when ``model.in_chans=1``, centre-cropped
-when larger), so the example pretrains ``configs/reefl_mnist.py``'s 28x28 grey
-ViT on CIFAR-10 for ``configs/reefl_mnist_pretrained.py``. Use the result with
+(``mg.reefl.pretrain.fit_images``: grey by luma when ``model.in_chans=1``, centre-cropped
+when larger), so the example pretrains ``configs/reefl/mnist.py``'s 28x28 grey
+ViT on CIFAR-10 for ``configs/reefl/mnist_pretrained.py``. Use the result with
 ``--config.model.init_checkpoint=...`` on another dataset, as the paper starts
 from an ImageNet-pretrained DeiT (which cannot be downloaded here).
 """
@@ -33,7 +33,7 @@ _BATCH = flags.DEFINE_integer('batch', 128, 'Batch size.')
 
 def main(argv):
   del argv
-  from mg import pretrain  # pylint: disable=g-import-not-at-top
+  from mg.reefl import pretrain  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   def progress(epoch, loss, acc):
     print(f'epoch {epoch}/{_EPOCHS.value}: training loss {loss:.3f} (sum over exits), '

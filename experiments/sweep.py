@@ -13,11 +13,11 @@ hyperparameters and the seeds; everything else comes from ``--config``. Writes
 times the batched sweep against the same configurations run one after another
 in this process, and prints the wall times, their ratio and a JSON line.
 
-  python -m experiments.sweep --config=configs/reefl_mnist_baselines.py \
-      --config.data.dir=../shared/data/mnist --sweep=configs/sweeps/reefl_mnist.py \
+  python -m experiments.sweep --config=configs/reefl/mnist_baselines.py \
+      --config.data.dir=DIR --sweep=configs/reefl/sweeps/mnist.py \
       --workdir=DIR
 
-sweeps ReeFL and its baselines (configs with ``system='reefl'``; ``mg.reefl_sweep``):
+sweeps ReeFL and its baselines (configs with ``system='reefl'``; ``mg.reefl.sweep``):
 members one after another, sharing the compiled per-tier programs, each method's
 best configuration chosen on the validation clients. Rerunning the same command
 resumes it.
@@ -32,15 +32,11 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import cli
-from mg import checkpoint as checkpoint_lib
-from mg import config as config_lib
-from mg import reefl_sweep
-from mg import run as run_lib
-from mg.federated import backend
 from mg import sweep as sweep_lib
+from mg import systems
+from mg.federated import backend
+from mg.harness import checkpoint as checkpoint_lib
 from mg.report import serialize
-from mg.sweep import bench as bench_lib
-from mg.sweep import runner as runner_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file (configs/*.py).', lock_config=True)
@@ -68,31 +64,22 @@ def main(argv):
   sweep_name = os.path.splitext(os.path.basename(_SWEEP.value.partition(':')[0]))[0]
   variant = _SWEEP.value.partition(':')[2]
   title = f"sweep {sweep_name}{':' + variant if variant else ''} of {config_name}"
-  workdir = _WORKDIR.value or run_lib.default_workdir(
+  workdir = _WORKDIR.value or cli.default_workdir(
       f"sweep-{sweep_name}{'-bench' if _BENCH.value else ''}")
   made = None if os.path.exists(workdir) else workdir  # removed again if refused
   print(f'workdir: {workdir}', flush=True)
   try:
-    if config.get('system') == 'reefl':
-      if _BENCH.value:
-        raise config_lib.ConfigError('--bench times the batched MetaGater sweep; a ReeFL '
-                                     'sweep runs its members one after another')
-      reefl_sweep.run_sweep(config, reefl_sweep.members(sweep_lib.load(_SWEEP.value), config),
-                            workdir, title=title)
-      return
-    config_lib.validate(config)
-    members = sweep_lib.members(sweep_lib.load(_SWEEP.value), config)
+    system = systems.get(config)
     if not _BENCH.value:
-      sweep_lib.run_sweep(config, members, workdir, title=title,
-                          member_mapping=_MEMBERS.value)
+      system.sweep(config, sweep_lib.load(_SWEEP.value), workdir, title=title,
+                   members_mapping=_MEMBERS.value)
       return
-    setup = runner_lib.SweepSetup(config, [m.seed for m in members],
-                                  members=_MEMBERS.value)
-    figures = bench_lib.bench(setup, members, repeats=_BENCH_REPEATS.value)
+    figures = system.bench_sweep(config, sweep_lib.load(_SWEEP.value),
+                                 members_mapping=_MEMBERS.value, repeats=_BENCH_REPEATS.value)
     serialize.atomic_write_text(os.path.join(workdir, 'bench.json'),
                                 json.dumps(dict(figures, title=title), indent=2) + '\n')
   except checkpoint_lib.Interrupted as e:
-    print(f'interrupted at {e.where}; finished members are kept in {workdir}; resume by '
+    print(f'interrupted at {e.where}; its progress is checkpointed in {workdir}; resume by '
           'rerunning the same command', file=sys.stderr, flush=True)
     sys.exit(e.exit_code)
   except (sweep_lib.SweepError, *cli.USER_ERRORS, OSError) as e:

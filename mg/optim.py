@@ -1,4 +1,4 @@
-"""Proximal and accelerated proximal steps as optax transforms (DESIGN.md section 3).
+"""Proximal and accelerated proximal steps as optax transforms (docs/design.md section 3).
 
 Two ``optax.GradientTransformation`` factories carry the optimisation core of the
 MetaGater outer loop (Algorithm 1, steps 8-9) and are reusable in any optax chain:
@@ -220,7 +220,7 @@ def proximal(
 
 
 class AccelerateState(NamedTuple):
-  """State of ``accelerate`` (DESIGN.md section 3)."""
+  """State of ``accelerate`` (docs/design.md section 3)."""
   count: chex.Array     # Rounds done, int32 (round t = count + 1 is next).
   x_prev: PyTree        # x_t: the sequence stepped with eta_t.
   x_ag: PyTree          # x^ag_t: the aggregated sequence, the output model.
@@ -240,7 +240,7 @@ def accelerate(
 ) -> optax.GradientTransformation:
   """Accelerated (proximal) gradient step of Ghadimi & Lan (2016).
 
-  The outer loop of MetaGater (Algorithm 1, steps 8-9; DESIGN.md section 3) on
+  The outer loop of MetaGater (Algorithm 1, steps 8-9; docs/design.md section 3) on
   ``F + strength * Omega``. ``params`` passed to ``update`` is the point ``x_md``
   where the gradient ``G_t`` was taken; with round ``t = count + 1``:
 
@@ -340,7 +340,7 @@ def accelerate(
 
 
 def accelerated_params(state: Any) -> PyTree:
-  """The output model ``x_ag`` of ``accelerate`` (DESIGN.md section 3, step 6).
+  """The output model ``x_ag`` of ``accelerate`` (docs/design.md section 3, step 6).
 
   Args:
     state: an ``AccelerateState``, or any optimizer state holding exactly one

@@ -1,7 +1,7 @@
 """A method's own settings: ``per_method.<method>.<key>`` when set, else a shared field.
 
 Both families' entry layers resolve their methods' settings this way
-(``mg.methods`` for MetaGater and its baselines, ``mg.reefl_methods`` for ReeFL
+(``mg.metagater.methods`` for MetaGater and its baselines, ``mg.reefl.methods`` for ReeFL
 and its baselines), so every method can run at its own tuned settings while
 an unset one follows the shared value.
 """

@@ -1,4 +1,4 @@
-"""Proximal operators on pytrees (DESIGN.md section 2; MetaGater Algorithm 1, steps 8-9).
+"""Proximal operators on pytrees (docs/design.md section 2; MetaGater Algorithm 1, steps 8-9).
 
 Every operator here has the signature ``prox(params, strength, scaling=1.0)`` and returns
 
@@ -17,7 +17,7 @@ work under ``jit``/``vmap``/``grad``, accept traced ``strength`` and ``scaling``
 ``mg.optim.accelerate``) therefore calls them on the selected subtree only, and
 ``group_lasso`` forms its groups from the selected leaves alone.
 
-Regularisers (DESIGN.md section 2, ``R(phi)`` of the meta-objective, eq. 4):
+Regularisers (docs/design.md section 2, ``R(phi)`` of the meta-objective, eq. 4):
 
 * ``lasso``: ``Omega(y) = ||y||_1`` (soft-thresholding).
 * ``group_lasso``: ``Omega(y) = sum_c ||y_c||_2`` with one group per index ``c`` of the
@@ -161,7 +161,7 @@ def group_lasso(params: PyTree, strength: Scalar, scaling: Scalar = 1.0) -> PyTr
   """Block soft-thresholding: the prox of the group lasso, groups on the trailing axis.
 
   Group ``c`` is the slice ``[..., c]`` of every leaf of ``params`` together
-  (DESIGN.md section 2). With ``t = scaling * strength``:
+  (docs/design.md section 2). With ``t = scaling * strength``:
 
   .. math::
 
@@ -209,7 +209,7 @@ def get(name_or_prox: str | Prox) -> Prox:
   """The prox operator for a config name, or ``name_or_prox`` itself if callable.
 
   Names: ``'lasso'``, ``'group_lasso'``, ``'identity'`` and its alias ``'none'``
-  (DESIGN.md section 2: "group lasso (default) / lasso / none"). Passing a name
+  (docs/design.md section 2: "group lasso (default) / lasso / none"). Passing a name
   instead of a function also lets ``optax.inject_hyperparams`` wrap a transform
   without listing ``prox`` in ``static_args``.
 

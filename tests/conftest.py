@@ -2,7 +2,7 @@
 
 One persistent compilation cache serves the whole session, in this process and
 in every subprocess a test starts (they inherit the environment): many tests
-make the same programs of ``configs/test.py`` and ``configs/reefl_test.py``,
+make the same programs of ``configs/test.py`` and ``configs/reefl/test.py``,
 and only the first compiles them. It lives in a fresh temporary folder, removed
 at exit, so tests neither read nor write a user's cache; a
 ``JAX_COMPILATION_CACHE_DIR`` already set wins. It is set before JAX is
@@ -38,7 +38,7 @@ def test_config():
 
 @pytest.fixture(scope='session')
 def reefl_programs():
-  """Compiled ReeFL / baseline programs of ``configs/reefl_test.py``, shared by its tests."""
+  """Compiled ReeFL / baseline programs of ``configs/reefl/test.py``, shared by its tests."""
   return {}
 
 

@@ -1,6 +1,11 @@
 """Helpers shared by the tests: small data configs and config overrides."""
 
+import os
+
 import ml_collections
+
+# The repository root: where the commands of the tests run.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def data_config(**overrides) -> ml_collections.ConfigDict:
@@ -22,3 +27,35 @@ def config_with(test_config, **overrides):
       node = node[part]
     node[last] = value
   return config
+
+
+def compared(value, left_out):
+  """``value`` (JSON) without the keys in ``left_out`` at any depth (timings, resumes)."""
+  if isinstance(value, dict):
+    return {k: compared(v, left_out) for k, v in value.items() if k not in left_out}
+  if isinstance(value, list):
+    return [compared(v, left_out) for v in value]
+  return value
+
+
+def checkpoint_steps(workdir) -> list:
+  """The completed checkpoint steps in ``workdir/checkpoints``, oldest first."""
+  folder = os.path.join(workdir, 'checkpoints')
+  return sorted(int(p) for p in os.listdir(folder) if p.isdigit()) if os.path.isdir(folder) else []
+
+
+def session_restored(config, workdir, kind='run'):
+  """Holds ``workdir`` as the harness does for ``config`` and lets go; returns what a
+  run would resume from (raises what the harness refuses with)."""
+  from mg.harness import session  # pylint: disable=import-outside-toplevel
+  from mg.metagater import run  # pylint: disable=import-outside-toplevel
+  with session.Session(config, str(workdir), kind=kind, outputs=run.OUTPUTS) as s:
+    return s.restored
+
+
+def session_accepted(config, workdir, kind='run'):
+  """Holds ``workdir`` for ``config`` and accepts the work (no training)."""
+  from mg.harness import session  # pylint: disable=import-outside-toplevel
+  from mg.metagater import run  # pylint: disable=import-outside-toplevel
+  with session.Session(config, str(workdir), kind=kind, outputs=run.OUTPUTS) as s:
+    s.accept()

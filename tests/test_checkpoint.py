@@ -1,6 +1,6 @@
 """Checkpoints: exact round trips, atomic keep-the-last-few, fallback, interrupts.
 
-Unit tests of ``mg.checkpoint`` and of ``mg.train.train``'s resume path on a
+Unit tests of ``mg.harness.checkpoint`` and of ``mg.metagater.train.train``'s resume path on a
 tiny quadratic problem (no network to compile); the end-to-end kill-and-resume
 test of the entry point is in ``tests/test_resume.py``.
 """
@@ -18,10 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mg import checkpoint
+from mg.harness import checkpoint
 from mg import optim
-from mg import train as train_lib
-from mg.algorithms import common
+from mg.metagater import train as train_lib
+from mg.federated import server as server_lib
 
 
 def _state():
@@ -29,7 +29,7 @@ def _state():
   params = {'theta': {'w': jnp.arange(6, dtype=jnp.float32).reshape(2, 3)},
             'phi': {'b': jnp.ones((3,), jnp.float32)}}
   opt_state = optim.accelerate(beta=0.5).init(params)
-  return common.ServerState(params, opt_state, common.as_hparams(lam=1.0, beta=0.5),
+  return server_lib.ServerState(params, opt_state, server_lib.as_hparams(lam=1.0, beta=0.5),
                             jnp.zeros((), jnp.int32))
 
 
@@ -148,7 +148,7 @@ def test_stop_request_turns_a_signal_into_a_flag_and_restores_handlers():
 
 _SECOND_SIGNAL = """
 import time
-from mg import checkpoint
+from mg.harness import checkpoint
 with checkpoint.StopRequest() as stop:
   print('ready', flush=True)
   while not stop:
@@ -195,8 +195,8 @@ def _round(state, data, key):
 
 
 def _quadratic_state():
-  return common.ServerState({'x': jnp.zeros((4,), jnp.float32)}, (),
-                            common.as_hparams(lr=0.3), jnp.zeros((), jnp.int32))
+  return server_lib.ServerState({'x': jnp.zeros((4,), jnp.float32)}, (),
+                            server_lib.as_hparams(lr=0.3), jnp.zeros((), jnp.int32))
 
 
 def _evaluate(params, t):

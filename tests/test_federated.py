@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mg import methods as methods_lib
+from mg.metagater import methods as methods_lib
 from mg import models
-from mg.algorithms import common
-from mg.algorithms.metagater import metagater
+from mg.federated import server as server_lib
+from mg.metagater.algorithms.metagater import metagater
 from mg.federated import local
 from mg.federated import mapping
 
@@ -68,7 +68,7 @@ def test_local_solve_with_zero_steps_returns_x_md(test_data):
                        num_classes=info['num_classes'])
   x_md = model.init(jax.random.key(0))
   task = local.task_slice(fed.train, 0)
-  z, _ = local.local_solve(common.task_loss(model, 1.0), x_md, task, jax.random.key(1),
+  z, _ = local.local_solve(server_lib.task_loss(model, 1.0), x_md, task, jax.random.key(1),
                            steps=0, learning_rate=0.1, lam=1.0, batch_size=0)
   _trees_close(z, x_md, rtol=0, atol=0)
 
@@ -80,7 +80,7 @@ def test_meta_gradient_tends_to_loss_gradient_for_large_lambda(test_data):
                        num_classes=info['num_classes'], gating=False)
   x_md = model.init(jax.random.key(0))
   task = local.task_slice(fed.train, 0)
-  loss = common.task_loss(model, 1.0)
+  loss = server_lib.task_loss(model, 1.0)
   lam = 1000.0
   z, _ = local.local_solve(loss, x_md, task, jax.random.key(1), steps=60,
                            learning_rate=0.5 / lam, lam=lam, batch_size=0, scan=True)

@@ -1,4 +1,4 @@
-"""Tests of mg.models networks and gating (DESIGN.md s.1, s.6)."""
+"""Tests of mg.models networks and gating (docs/design.md s.1, s.6)."""
 
 import functools
 

@@ -1,4 +1,4 @@
-"""Tests of path masks and stage-II subnet masks (DESIGN.md s.2, s.4)."""
+"""Tests of path masks and stage-II subnet masks (docs/design.md s.2, s.4)."""
 
 import jax
 import jax.numpy as jnp

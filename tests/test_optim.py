@@ -1,4 +1,4 @@
-"""Known-answer tests of mg.optim (DESIGN.md section 3; Ghadimi & Lan 2016; ISTA)."""
+"""Known-answer tests of mg.optim (docs/design.md section 3; Ghadimi & Lan 2016; ISTA)."""
 
 import chex
 import jax
@@ -238,7 +238,7 @@ def test_accelerate_with_alpha_one_is_proximal_gradient_descent():
 
 
 def _accelerated_reference(problem, beta, eta, alpha, rounds):
-  """DESIGN.md section 3 as a plain float64 loop (prox = identity)."""
+  """docs/design.md section 3 as a plain float64 loop (prox = identity)."""
   x_prev = x_ag = np.zeros(problem.b.size)
   x_mds, x_ags = [], []
   for t in range(1, rounds + 1):

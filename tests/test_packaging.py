@@ -5,6 +5,7 @@ install with plain pip from a clean venv and import from there, not from this ch
 """
 
 import os
+import re
 import shutil
 import site
 import subprocess
@@ -53,3 +54,28 @@ def test_pip_install_into_a_fresh_venv(tmp_path, editable):
   # sgd step: 1 - 0.5 * 0.2 = 0.9, then soft threshold by 0.5 * 0.1: 0.85; -0.05 goes to 0.
   values = [float(v) for v in proc.stdout.split('ok ')[1].strip(' []\n').split(',')]
   assert values == pytest.approx([0.85, 0.0], abs=1e-6)
+  # README's "Library use" example, as written, from the installed copy.
+  proc = subprocess.run([str(venv / 'bin' / 'python'), '-c', readme_example()], cwd=tmp_path,
+                        env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  loss, norms = re.fullmatch(r'loss (\S+) gate group norms \[(.*)\]\n', proc.stdout).groups()
+  norms = [float(v) for v in norms.split()]
+  assert float(loss) < 1e-2 and norms[0] > 0.5 and norms[1] == 0.0, proc.stdout
+
+
+def readme_example() -> str:
+  """The first python block under README's "## Library use"."""
+  with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+    text = f.read()
+  section = text.split('\n## Library use\n', 1)[1].split('\n## ', 1)[0]
+  return re.search(r'```python\n(.*?)```', section, re.S).group(1)
+
+
+def test_library_use_example_imports_mg_alone():
+  """``import mg`` alone gives ``mg.optim`` and ``mg.prox`` (the example needs no more)."""
+  example = readme_example()
+  assert 'import mg\n' in example and 'import mg.' not in example
+  proc = subprocess.run([sys.executable, '-c', 'import mg; print(mg.optim.accelerate, '
+                         'mg.prox.group_lasso)'], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]

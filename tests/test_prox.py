@@ -1,4 +1,4 @@
-"""Known-answer tests of mg.prox (DESIGN.md section 2; Parikh & Boyd 2014, s.6.5)."""
+"""Known-answer tests of mg.prox (docs/design.md section 2; Parikh & Boyd 2014, s.6.5)."""
 
 import functools
 

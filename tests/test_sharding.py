@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mg import methods as methods_lib
+from mg.metagater import methods as methods_lib
 from mg.federated import backend
 from mg.federated import mapping
 from mg.federated import sharding
@@ -170,7 +170,7 @@ _SHARDED = textwrap.dedent('''
     import numpy as np
     from configs import test as test_config
     from mg import data as data_lib
-    from mg import methods as methods_lib
+    from mg.metagater import methods as methods_lib
     from mg.federated import mapping, sharding
 
     config = test_config.get_config()

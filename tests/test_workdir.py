@@ -14,9 +14,9 @@ import pytest
 
 from experiments import cli
 from mg import data as data_lib
-from data_helpers import config_with as _config
-from mg import run as run_lib
-from mg import workdir as workdir_lib
+from data_helpers import config_with as _config, session_restored
+from mg.metagater import run as run_lib
+from mg.harness import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ('--config=configs/test.py', '--config.methods=("fedavg",)',
@@ -60,7 +60,7 @@ def test_a_second_lock_is_refused_naming_the_holder(tmp_path):
 
 _HOLDER = """
 import sys, time
-from mg import workdir
+from mg.harness import workdir
 with workdir.Lock(sys.argv[1]):
   print('locked', flush=True)
   time.sleep(600)
@@ -152,7 +152,7 @@ def test_a_run_that_fails_on_its_data_changes_nothing(test_config, tmp_path):
   with pytest.raises(data_lib.DataError):
     run_lib.run(bad, str(workdir))
   assert sorted(os.listdir(workdir)) == ['.lock']
-  assert run_lib.prepare_workdir(test_config, str(workdir)) is None  # accepted
+  assert session_restored(test_config, workdir) is None  # accepted
 
 
 def test_only_a_workdir_holding_just_its_lock_is_discarded(tmp_path):
@@ -201,12 +201,13 @@ def test_a_disk_full_checkpoint_is_one_line_and_the_run_resumes(tmp_path):
 
 
 def test_a_sweep_holds_its_workdir_the_same_way(test_config, tmp_path):
-  from mg import sweep  # pylint: disable=import-outside-toplevel
-  members = sweep.members({'method': 'fedavg', 'grid': {'adapt.lr': [0.1]}}, test_config)
+  from mg.metagater import system as metagater  # pylint: disable=import-outside-toplevel
+  from mg.metagater.sweep import runner  # pylint: disable=import-outside-toplevel
+  members = metagater.members({'method': 'fedavg', 'grid': {'adapt.lr': [0.1]}}, test_config)
   with workdir_lib.Lock(str(tmp_path)):
     with pytest.raises(workdir_lib.WorkdirError, match='in use by another run'):
-      sweep.run_sweep(test_config, members, str(tmp_path))
+      runner.run_sweep(test_config, members, str(tmp_path))
   (tmp_path / 'checkpoints').write_text('x')
   with pytest.raises(workdir_lib.WorkdirError, match='checkpoints is a file'):
-    sweep.run_sweep(test_config, members, str(tmp_path))
+    runner.run_sweep(test_config, members, str(tmp_path))
   assert not (tmp_path / 'config.json').exists()

@@ -1,7 +1,7 @@
 r"""The sweep that chooses every method's settings in configs/mnist.py (MLP 784-100-C).
 
   python -m experiments.sweep --config=configs/mnist.py \
-      --config.data.dir=../shared/data/mnist --sweep=configs/sweeps/mnist.py \
+      --config.data.dir=DIR --sweep=configs/sweeps/mnist.py \
       --config.eval_every=200 --workdir=runs/sweep-mnist
 
 Equal tuning effort: every trained method gets 9 configurations (a 3 x 3 grid
@@ -13,7 +13,7 @@ sets the rounds of the target-accuracy curves in ``sweep.json``. MetaGater with 
 ``configs/mnist.py:paper`` the same grid covers the paper's partition.
 
   python -m experiments.sweep --config=configs/mnist.py \
-      --config.data.dir=../shared/data/mnist --sweep=configs/sweeps/mnist.py:eta \
+      --config.data.dir=DIR --sweep=configs/sweeps/mnist.py:eta \
       --config.meta.eta=convex --workdir=runs/sweep-mnist-convex
 
 The same grids of the two methods that the ``eta_t`` policy touches (MetaGater

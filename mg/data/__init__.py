@@ -1,6 +1,6 @@
 """Data: sources -> federated partition -> padded task arrays.
 
-See DESIGN.md s.6 (experimental setup) and s.8 (data available offline).
+See docs/design.md s.6 (experimental setup) and "Data" (preparing datasets).
 """
 
 from mg.data.config import FIELDS, SOURCES, SPLITS, num_validation, validate

@@ -56,7 +56,7 @@ def num_validation(cfg) -> int:
 def check_partition_args(*, num_classes: int, num_tasks, classes_per_task,
                          min_samples, max_samples, query_fraction,
                          num_targets, num_validation=0) -> None:
-  """The numeric constraints of a federated partition (DESIGN.md s.2, s.6)."""
+  """The numeric constraints of a federated partition (docs/design.md s.2, s.6)."""
   for field, value in (('num_tasks', num_tasks),
                        ('classes_per_task', classes_per_task),
                        ('min_samples', min_samples),

@@ -3,7 +3,7 @@
 ``build`` loads the dataset (:mod:`mg.data.sources`), draws the federated
 partition (:mod:`mg.data.partition`) and stacks the padded task arrays
 (:mod:`mg.data.tasks`), as set up in the MetaGater experiments (paper s.5.1;
-DESIGN.md s.6). A run of several repeats loads once (``load_checked``) and
+docs/design.md s.6). A run of several repeats loads once (``load_checked``) and
 draws one partition per repeat (``partition_for``, ``arrays_for``) with seed
 ``config.seed + repeat``.
 """

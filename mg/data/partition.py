@@ -1,6 +1,6 @@
 """Federated partition of a labelled dataset into tasks (nodes).
 
-The MetaGater experiments (paper s.5.1; DESIGN.md s.2, s.6) give every node
+The MetaGater experiments (paper s.5.1; docs/design.md s.2, s.6) give every node
 ``classes_per_task`` classes and a local dataset whose size lies in a range
 (MNIST 1165-3834, CIFAR-10 221-2792 samples per node). Nodes are split into
 meta-training tasks and target tasks; each node's data into a support (train)

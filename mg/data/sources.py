@@ -2,7 +2,7 @@
 
 ``load(config.data)`` picks the source, reads raw pixels and labels, checks them
 against the dataset's :class:`~mg.data.specs.DatasetSpec` and normalises them
-(DESIGN.md s.6 and s.8):
+(docs/design.md s.6 and "Data"):
 
 - ``'digits'``: the UCI handwritten digits shipped with scikit-learn (1,797 8x8
   images, no train/test split).
@@ -178,7 +178,7 @@ def _check(pixels: np.ndarray, labels: np.ndarray, spec: DatasetSpec,
 
 
 def load(cfg) -> Dataset:
-  """The dataset named by ``config.data``, normalised (DESIGN.md s.6, s.8).
+  """The dataset named by ``config.data``, normalised (docs/design.md s.6 and "Data").
 
   Args:
     cfg: the ``config.data`` ConfigDict; all its fields are checked first.

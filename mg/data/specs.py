@@ -12,7 +12,7 @@ with the usual published constants of each dataset (from its training split):
   loaded.
 
 The MetaGater paper uses MNIST and CIFAR-10 (s.5.1) and CIFAR-100 (app. E.1)
-(DESIGN.md s.6); digits is the small offline stand-in (DESIGN.md s.8).
+(docs/design.md s.6); digits is the small offline stand-in (docs/design.md, "Data").
 """
 
 from __future__ import annotations

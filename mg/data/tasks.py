@@ -5,7 +5,7 @@ target support and query) is padded to the largest task of that group, or to
 a given bound: the task's rows come first, then padding rows of zeros with
 label 0 and mask 0. A sampled set of tasks is then
 ``jax.tree.map(lambda a: a[idx], tasks)`` with static shapes, whatever the
-task sizes (DESIGN.md s.3, Algorithm 1 step 3).
+task sizes (docs/design.md s.3, Algorithm 1 step 3).
 
 A meta-training node trains on all of its local data (its support and query
 samples together): only validation and target tasks need a held-out query.
@@ -35,7 +35,7 @@ class TaskArrays(NamedTuple):
 
 
 class FederatedData(NamedTuple):
-  """The task groups of a federated partition (DESIGN.md s.2, s.4).
+  """The task groups of a federated partition (docs/design.md s.2, s.4).
 
   Attributes:
     train: meta-training tasks, all local data (support and query).

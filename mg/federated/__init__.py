@@ -1,4 +1,4 @@
-"""Client-side solves, their mapping across sampled tasks, and device sharding."""
+"""Client-side solves, their mapping across sampled tasks, device sharding, server state."""
 
 from mg.federated.backend import configure
 from mg.federated.local import fused_tasks, local_solve, sample_batch, task_slice

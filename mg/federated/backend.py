@@ -12,8 +12,8 @@ up. A ``JAX_COMPILATION_CACHE_DIR`` in the environment wins. ``CompileClock``
 sums the compile time JAX reports (tracing, lowering, backend compile or cache
 load), the figure ``experiments.main`` prints at the end of a run.
 
-XLA:CPU options (measured with ``python -m experiments.bench``; README
-"Speed"): by default XLA:CPU hands convolutions, dots and elementwise and
+XLA:CPU options (measured with ``python -m experiments.bench``;
+docs/speed.md): by default XLA:CPU hands convolutions, dots and elementwise and
 reduction fusions to its YNNPACK library. For the networks here XLA's own
 kernels are faster, so YNNPACK is turned off (an empty fusion-type list).
 CNN-4 at CIFAR-10 shapes (20 tasks, batch 64, the ``loop`` round; one process

@@ -5,7 +5,7 @@ MetaGater (Algorithm 1, step 5) has every sampled node solve
     z_i ~= argmin_z  L(z; D_i) + (lambda / 2) ||z - x_md||^2
 
 by ``K`` steps of (minibatch) gradient descent started at ``z = x_md``
-(DESIGN.md s.3; Zhou et al., NeurIPS 2019, for the proximal meta-objective).
+(docs/design.md s.3; Zhou et al., NeurIPS 2019, for the proximal meta-objective).
 The task's data are padded arrays with a validity mask (``mg.data.TaskArrays``),
 so one compiled function serves every task whatever its size.
 
@@ -19,7 +19,7 @@ at ``x = x_md`` (``B_i``, ``key_i``: node ``i``'s minibatch and gate noise).
 Differentiating the weighted mean of the vmapped per-task losses with the
 parameters *shared* makes every convolution a plain one over ``tasks x
 batch`` images, the fast path of every backend, where the vmapped per-task
-gradients need grouped convolutions (DESIGN.md s.7). ``fused_tasks`` is the
+gradients need grouped convolutions (docs/speed.md). ``fused_tasks`` is the
 context in which ``local_solve`` computes that mean over all sampled tasks
 (``mg.federated.mapping`` checks that the client passes it through unchanged,
 so the result equals the per-task mapping's up to float rounding).
@@ -93,7 +93,7 @@ def local_solve(loss_fn: LossFn, x_md, task, key: jax.Array, *, steps: int,
     lam: ``lambda`` of the proximal term (may be traced).
     batch_size: minibatch size, 0 for full batch.
     scan: run the steps in ``lax.scan`` (compact program) instead of unrolling
-      them (fast convolutions on XLA:CPU, DESIGN.md s.7).
+      them (fast convolutions on XLA:CPU, docs/speed.md).
 
   Returns:
     ``(z, mean_loss)``: the inexact solution and the mean data loss over steps.

@@ -6,9 +6,9 @@ key) -> ClientOutput`` (one node's local work) and ``server(state, mean,
 metrics) -> (state, diagnostics)`` (the cloud's update from the weighted mean
 of the clients' trees). ``make_round`` composes them into
 ``round(state, data, key)``, sampling tasks without replacement inside the
-compiled program (DESIGN.md s.3, Algorithm 1 steps 2-4).
+compiled program (docs/design.md s.3, Algorithm 1 steps 2-4).
 
-Strategies for mapping the clients (DESIGN.md s.7 has the CPU measurements;
+Strategies for mapping the clients (docs/speed.md, "Why the client mapping is a measured, per-backend choice", has the CPU measurements;
 ``python -m experiments.bench`` measures them on any machine):
   * ``fused``: exact when every client takes one gradient step from the
     broadcast point (MetaGater and FedAvg with ``K = 1``): the weighted mean

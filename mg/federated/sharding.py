@@ -2,7 +2,7 @@
 
 One program uses every local device (and every host, after
 ``initialize_distributed``): the task axis of a round (the sampled tasks,
-Algorithm 1 steps 2-4 of DESIGN.md s.3) is sharded over a one-axis ``Mesh``
+Algorithm 1 steps 2-4 of docs/design.md s.3) is sharded over a one-axis ``Mesh``
 called ``clients``; the broadcast point, the server state and the task data
 are replicated. JAX's SPMD partitioner turns the weighted mean over tasks into
 per-device partial sums and one all-reduce; no communication is written by

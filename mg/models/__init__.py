@@ -1,4 +1,4 @@
-"""Pure-function MetaGater networks with channel gating (DESIGN.md s.1, 4, 6).
+"""Pure-function MetaGater networks with channel gating (docs/design.md s.1, 4, 6).
 
 ``build(name, ...)`` returns a ``Model`` with ``init(key)`` and
 ``apply(params, x, ...) -> (logits, gates)``; ``params = {'theta', 'phi'}``

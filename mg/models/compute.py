@@ -3,7 +3,7 @@
 Channel gating saves compute only through the channels it switches off, and
 a channel that is off saves work twice: its own filter in the gated layer and
 its input slice in the next layer. ``macs`` counts both, per example, so the
-reported saving is the real one (DESIGN.md s.4), not just the fraction of
+reported saving is the real one (docs/design.md s.4), not just the fraction of
 channels off.
 
 Counted: convolutions ``H_out * W_out * kh * kw * C_in * C_out``, dense layers

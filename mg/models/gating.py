@@ -1,4 +1,4 @@
-r"""The channel-gating module of a gated layer (MetaGater eq. 1, DESIGN.md s.1).
+r"""The channel-gating module of a gated layer (MetaGater eq. 1, docs/design.md s.1).
 
 For a gated layer with input ``a`` and ``C_out`` output channels:
 
@@ -19,7 +19,7 @@ straight-through estimator,
 and inference the deterministic ``m = 1[z > 0]``. Masks are per example and
 per channel. The gate parameters of one layer are
 ``{'hidden': {'kernel', 'bias'}, 'out': {'kernel', 'bias'}}``; group ``c`` of
-the group lasso (DESIGN.md s.2) is ``out.kernel[:, c]`` with ``out.bias[c]``.
+the group lasso (docs/design.md s.2) is ``out.kernel[:, c]`` with ``out.bias[c]``.
 
 References:
   Jang, Gu, Poole, "Categorical reparameterization with Gumbel-softmax",
@@ -38,7 +38,7 @@ Params = dict[str, dict[str, jax.Array]]
 
 # The output bias starts positive so that sigma(z) ~ 0.95 and almost every
 # channel is on at first: the backbone then trains as a dense network, and the
-# group lasso on phi later switches whole channels off (DESIGN.md s.2). With a
+# group lasso on phi later switches whole channels off (docs/design.md s.2). With a
 # zero bias half of the channels would start off and receive no gradient.
 OUT_BIAS_INIT = 3.0
 

@@ -1,6 +1,6 @@
 """Backbone building blocks as pure functions over explicit parameters.
 
-Every layer of the MetaGater networks (DESIGN.md s.6) is one of two kinds:
+Every layer of the MetaGater networks (docs/design.md s.6) is one of two kinds:
 a 3x3 ``SAME`` convolution over NHWC feature maps with an HWIO kernel, or a
 dense layer. Parameters are plain dicts ``{'kernel', 'bias'}``; the functions
 here hold no state, use static shapes only and are safe under ``jit``/``vmap``.

@@ -1,7 +1,7 @@
 """Weighted classification loss and accuracy over padded batches.
 
 Task datasets are padded to a common size with a 0/1 validity weight per row
-(``mg.data.TaskArrays.mask``), so ``L(x; D)`` of DESIGN.md (notation) is the
+(``mg.data.TaskArrays.mask``), so ``L(x; D)`` of docs/design.md (notation) is the
 weighted mean over the real rows. Both helpers return 0, never NaN, when every
 weight is 0 (an empty task), and so does the gradient.
 """

@@ -1,7 +1,7 @@
 """Boolean pytree masks over ``{'theta', 'phi'}`` built from parameter paths.
 
 Optimisers and prox operators target a part of the parameters through these
-masks (e.g. the group lasso touches the gate output groups only, DESIGN.md
+masks (e.g. the group lasso touches the gate output groups only, docs/design.md
 s.2-3). Every leaf must match exactly one rule; a leaf that matches none
 raises, so a new parameter can never silently fall outside every mask.
 
@@ -68,7 +68,7 @@ def backbone_mask(params):
 
 
 def gate_output_mask(params):
-  """True on ``phi/*/out/*`` only: the group-lasso groups of DESIGN.md s.2.
+  """True on ``phi/*/out/*`` only: the group-lasso groups of docs/design.md s.2.
 
   Group ``c`` of a gated layer is ``out.kernel[:, c]`` with ``out.bias[c]``,
   one index of the trailing axis, as ``mg.prox.group_lasso`` expects.

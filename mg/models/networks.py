@@ -1,4 +1,4 @@
-"""The MetaGater networks (DESIGN.md s.6) as pure ``init``/``apply`` functions.
+"""The MetaGater networks (docs/design.md s.6) as pure ``init``/``apply`` functions.
 
 Models, by name:
 
@@ -14,7 +14,7 @@ Models, by name:
   ``conv5`` and ``conv6``.
 
 A gate multiplies its layer's output *after the ReLU and before the pooling*
-(DESIGN.md s.1: ``o_gated = m * o``); a zero channel stays zero through ReLU
+(docs/design.md s.1: ``o_gated = m * o``); a zero channel stays zero through ReLU
 and pooling either way. Any hidden layer (every layer but the classifier) may
 carry a gate.
 

@@ -1,7 +1,7 @@
 r"""Task subnetworks from gate statistics (MetaGater fast adaptation, stage II).
 
 After stage I updates the gates on a target's support split, stage II updates
-only the backbone weights of the channels the task uses (DESIGN.md s.4):
+only the backbone weights of the channels the task uses (docs/design.md s.4):
 
 .. math::
 

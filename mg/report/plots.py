@@ -1,5 +1,6 @@
-"""Figures: accuracy vs communication round (MetaGater paper, Fig. 4) and the
-per-target channel-sparsity distribution (the paper's sparsity diversity).
+"""Figures of both systems: accuracy vs communication round (MetaGater's Fig. 4,
+ReeFL's curves), the per-target channel-sparsity distribution (MetaGater's
+sparsity diversity), accuracy per exit and grouped bars (ReeFL).
 
 Figures are built with ``matplotlib.figure.Figure`` directly, so no pyplot
 state or interactive backend is involved, and written atomically as PNG.
@@ -141,7 +142,7 @@ def plot_losses(
   """Plots the mean local training loss of every round, one line per method.
 
   The meta-objective's convergence in rounds (the accelerated outer loop
-  against plain proximal steps, DESIGN.md s.3). Each curve is shown raw (faint)
+  against plain proximal steps, docs/design.md s.3). Each curve is shown raw (faint)
   and as a trailing moving average over ``smooth`` rounds.
 
   Args:
@@ -166,3 +167,62 @@ def plot_losses(
       axes.plot(rounds, values, color=line.get_color(), alpha=0.25, linewidth=0.8)
   axes.set_yscale('log')
   return _finish_rounds_plot(figure, axes, path, 'Mean local training loss', title)
+
+
+def plot_per_exit(path: str | os.PathLike, series: Mapping[str, Mapping[str, Sequence[float]]],
+                  title: str | None = None) -> pathlib.Path:
+  """Accuracy (%) at each exit, one line with error bars per method.
+
+  Args:
+    path: the PNG file to write.
+    series: ``{method or label: {'mean': [...], 'std': [...]}}``, fractions per
+      exit (``std`` may be None).
+    title: optional figure title.
+  """
+  if not series:
+    raise ValueError('plot_per_exit needs at least one series')
+  figure, axes = _new_axes((6.4, 4.2))
+  exits = 0
+  for label, s in series.items():
+    mean = 100.0 * _floats(s['mean'], f'{label} mean')
+    std = None if s.get('std') is None else 100.0 * _floats(s['std'], f'{label} std')
+    x = np.arange(1, len(mean) + 1)
+    exits = max(exits, len(mean))
+    axes.errorbar(x, mean, yerr=std, marker='o', capsize=3, label=display_name(label))
+  axes.set_xlabel('Exit')
+  axes.set_ylabel('Accuracy (%)')
+  axes.set_xticks(np.arange(1, exits + 1))
+  axes.grid(alpha=0.3)
+  axes.legend()
+  if title:
+    axes.set_title(title)
+  return _save_png(figure, path)
+
+
+def plot_grouped_bars(path: str | os.PathLike,
+                      panels: Mapping[str, Mapping[str, Sequence[float]]], *,
+                      xlabel: str, ylabel: str) -> pathlib.Path:
+  """One panel per key of ``panels``, each with grouped bars at positions 1..n.
+
+  Args:
+    path: the PNG file to write.
+    panels: ``{panel title: {group label: [height at 1, at 2, ...]}}``.
+    xlabel, ylabel: the axes' labels.
+  """
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  if not panels:
+    raise ValueError('plot_grouped_bars needs at least one panel')
+  figure = Figure(figsize=(5 * len(panels), 3.6), dpi=120, layout='constrained')
+  for index, (title, groups) in enumerate(panels.items()):
+    axes = figure.add_subplot(1, len(panels), index + 1)
+    width = 0.8 / max(len(groups), 1)
+    for i, (label, heights) in enumerate(groups.items()):
+      heights = _floats(heights, f'{title} {label}')
+      axes.bar(np.arange(1, len(heights) + 1) + (i - (len(groups) - 1) / 2) * width, heights,
+               width, label=label)
+    axes.set_title(display_name(title))
+    axes.set_xticks(np.arange(1, max((len(h) for h in groups.values()), default=0) + 1))
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.legend(fontsize=8)
+  return _save_png(figure, path)

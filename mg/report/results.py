@@ -1,7 +1,7 @@
 """Results rows: one per method, summarised over repeats (MetaGater paper, Tables 1-2).
 
 Each repeat of a method yields a dict of target-task metrics after fast
-adaptation (DESIGN.md s.4): the mean query accuracy over targets, per-target
+adaptation (docs/design.md s.4): the mean query accuracy over targets, per-target
 accuracy and channel sparsity, the MACs ratio against the dense network, and
 wall times. `summarize` turns the repeats into one row; `write_results` writes
 ``results.json`` and ``results.md``.
@@ -36,6 +36,33 @@ METRIC_KEYS = (
     'weight_sparsity_mean', 'weight_sparsity_std', 'macs_ratio', 'train_time_s',
     'adapt_time_s', 'target_accuracy', 'target_sparsity', 'repeat_accuracy',
     'seconds_per_round', 'images_per_second', 'compile_s')
+
+
+def mean_curve(curves: Sequence[dict], value: str = 'accuracy_mean',
+               spread: str | None = 'accuracy_std') -> dict:
+  """Repeats' curves averaged over the rounds they share: one curve helper for both systems.
+
+  Args:
+    curves: one ``{'round': [...], value: [...], (spread: [...])}`` per repeat.
+      The first repeat's rounds are the curve's; repeats with other rounds (one
+      that diverged early) are left out.
+    value: the key of the values to average.
+    spread: the key of a repeat's own spread (MetaGater's std across targets),
+      used when only one repeat shares the rounds; None: no band then.
+
+  Returns:
+    ``{'round', 'accuracy_mean', 'accuracy_std'}``: the mean and the std across
+    repeats (with one repeat: its own ``spread``, or None).
+  """
+  rounds = list(curves[0]['round'])
+  shared = [c for c in curves if list(c['round']) == rounds]
+  values = np.array([c[value] for c in shared], np.float64)
+  if len(shared) > 1:
+    std = values.std(0).tolist()
+  else:
+    own = shared[0].get(spread) if spread else None
+    std = None if own is None else np.asarray(own, np.float64).tolist()
+  return {'round': rounds, 'accuracy_mean': values.mean(0).tolist(), 'accuracy_std': std}
 
 
 def _mean(values: Sequence[Any]) -> float | None:

@@ -8,18 +8,11 @@ sparsities are fractions in the rows and printed as percentages.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-DISPLAY_NAMES = {
-    'fedavg': 'FedAvg',
-    'perfedavg_fo': 'Per-FedAvg (FO)',
-    'perfedavg_hf': 'Per-FedAvg (HF)',
-    'metagater_nogate': 'MetaGater w/o gating',
-    'metagater': 'MetaGater',
-    'metasnip': 'MetaSNIP',
-    'metasnip_filters': 'MetaSNIP (filters)',
-    'metagater_unaccelerated': 'MetaGater (alpha_t = 1)',
-}
+# Method name -> display name, filled by each system's method registry
+# (``register_names``): the core knows no system's methods.
+DISPLAY_NAMES: dict = {}
 
 MISSING_MD = '—'
 MISSING_TEXT = '-'
@@ -27,8 +20,13 @@ DIVERGED = 'diverged'
 NOT_RUN = 'not run'
 
 
+def register_names(names: Mapping[str, str]) -> None:
+  """Adds a system's ``{method: display name}`` to the names every table and plot uses."""
+  DISPLAY_NAMES.update(names)
+
+
 def display_name(method: str) -> str:
-  """The paper's name for `method`; a variant suffix is kept.
+  """The paper's name for `method` (as registered); a variant suffix is kept.
 
   ``'metagater (alpha=1)'`` -> ``'MetaGater (alpha=1)'``; unknown names are
   returned as given.
@@ -51,6 +49,16 @@ def _percent_pm(mean: float | None, std: float | None, missing: str, pm: str) ->
   if std is None:
     return _percent(mean, missing)
   return f'{100.0 * mean:.2f}{pm}{100.0 * std:.2f}'
+
+
+def percent(value: float | None) -> str:
+  """A fraction in % for markdown (two decimals), or a dash for None."""
+  return _percent(value, MISSING_MD)
+
+
+def percent_pm(mean: float | None, std: float | None) -> str:
+  """``mean ± std`` in % for markdown; the mean alone without a std; a dash for None."""
+  return _percent_pm(mean, std, MISSING_MD, ' ± ')
 
 
 def _setting(value: Any, missing: str) -> str:

@@ -1,11 +1,10 @@
-"""Batched hyperparameter sweeps: many configurations in one compiled program.
+"""Sweeps of either system: sweep files, members and their ranking on validation.
 
-  mg.sweep.spec      sweep files: grids / member lists over traced fields and seeds
-  mg.sweep.program   the vmapped (and sharded) training and target evaluation
-  mg.sweep.results   sweep.json / sweep.md, best per method, accuracy plots
-  mg.sweep.runner    a whole sweep: data per seed, one program per method
-  mg.sweep.bench     the batched sweep against sequential single runs
+  mg.sweep.spec      sweep files: grids / member lists over fields and seeds, per family
+  mg.sweep.results   the best configuration per method, ranked on validation
+
+How a system trains its members is its own: ``mg.metagater.sweep`` (one batched
+program per method) and ``mg.reefl.sweep``.
 """
 
-from mg.sweep.spec import Member, SweepError, TRACED_FIELDS, load, member_config, members
-from mg.sweep.runner import run_sweep
+from mg.sweep.spec import Family, Member, SweepError, load, member_config, members

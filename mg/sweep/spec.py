@@ -28,11 +28,11 @@ the seed fixes its data partition and its PRNG streams. Repeats are seeds:
 ``config.repeats`` is not used by a sweep.
 
 Only the numeric hyperparameters that a compiled round and a compiled
-adaptation read as traced arrays may vary (``TRACED_FIELDS``): they live in
+adaptation read as traced arrays may vary (``mg.metagater.sweep.family``): they live in
 ``ServerState.hparams`` (the role ``optax.inject_hyperparams`` plays for an
 optax optimizer: hyperparameters as state, not as constants of the program),
 and the adaptation step size is an argument of the adaptation. Each method's
-own fields are ``per_method.<method>.<name>`` (``mg.methods.settings``); the
+own fields are ``per_method.<method>.<name>`` (``mg.metagater.methods.settings``); the
 shared field each defaults to may be swept too while the per-method one is
 unset. A swept field must reach its method: a field the method does not read
 (e.g. ``perfedavg.alpha`` for Per-FedAvg HF, which reads ``alpha_hf``), or a
@@ -44,10 +44,10 @@ line naming the study, the field and what is allowed.
 Configurations are ranked on the validation tasks (``data.num_validation``),
 never on the targets: a sweep needs at least one validation task.
 
-The same files sweep ReeFL and its baselines (``mg.reefl_sweep``): what their
-fields mean is another :class:`Family` (``members(..., family=...)``): each
-method's ``per_method`` fields (``mg.reefl_methods``) and the shared fields
-they default to, ranked on the validation clients.
+What a field means is a system's :class:`Family` (``members(..., family=...)``):
+MetaGater's (``mg.metagater.sweep.family``) ranks on validation tasks, ReeFL's
+(``mg.reefl.sweep``) on validation clients; each names every method's
+``per_method`` fields and the shared fields they default to.
 """
 
 from __future__ import annotations
@@ -59,9 +59,8 @@ import numbers
 import os
 from typing import Callable, NamedTuple
 
-from mg import config as config_lib
-from mg import data as data_lib
-from mg import methods as methods_lib
+from mg.errors import ConfigError
+
 
 SEED = 'seed'
 _STUDY_KEYS = ('method', 'grid', 'members', 'seeds')
@@ -104,39 +103,11 @@ class Family(NamedTuple):
     return sweepable_fields(self.shared)
 
 
-def _metagater_cannot_sweep(config):
-  if data_lib.num_validation(config.data) < 1:
-    return ('a sweep ranks configurations on validation tasks, never on the targets: '
-            'set --config.data.num_validation to 1 or more')
-  return None
-
-
-def _metagater_field(field, config):
-  if field.endswith('rho') and config.meta.regularizer == 'none':
-    return (f"{field} has no effect with meta.regularizer='none'; sweep it with a "
-            'regularizer')
-  return None
-
-
-# MetaGater and its baselines: every per-method field is a traced hyperparameter
-# (the keys of ``ServerState.hparams`` and the adaptation step size).
-METAGATER = Family(
-    shared=methods_lib.SHARED, settings=methods_lib.settings, validate=config_lib.validate,
-    cannot_sweep=_metagater_cannot_sweep,
-    refused={'metasnip': "metasnip trains nothing of its own (it adapts metagater_nogate's "
-                         'backbone): sweep metagater_nogate instead'},
-    check_field=_metagater_field)
-# Config fields held as traced arrays, per method (the keys of its
-# ``ServerState.hparams`` and its adaptation step size): its own
-# ``per_method`` fields, then the shared fields they default to.
-TRACED_FIELDS = METAGATER.fields
-
-
 class Member(NamedTuple):
   """One configuration of a sweep.
 
   Attributes:
-    method: the method's name (``mg.methods.METHODS``).
+    method: the method's name (``mg.metagater.methods.METHODS``).
     values: ``{field: float}`` the member sets (other fields: the config's).
     seed: the run's seed: its data partition and its PRNG streams.
   """
@@ -172,7 +143,7 @@ def load(path: str):
                      f'{type(e).__name__}: {e}') from e
 
 
-def members(sweep, config, family: Family = METAGATER) -> tuple[Member, ...]:
+def members(sweep, config, family: Family) -> tuple[Member, ...]:
   """Every member of ``sweep`` (what ``get_sweep`` returns), checked.
 
   Args:
@@ -388,5 +359,5 @@ def _seed(value, what) -> int:
 def _check_member_config(member, config, family):
   try:
     family.validate(member_config(config, member))
-  except config_lib.ConfigError as e:
+  except ConfigError as e:
     raise SweepError(f'member {member.describe()}: {e}') from e

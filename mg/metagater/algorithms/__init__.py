@@ -1,0 +1,1 @@
+"""MetaGater, FedAvg and Per-FedAvg as pure function sets (``mg.federated.Algorithm``)."""

@@ -1,0 +1,1 @@
+"""MetaGater's batched sweeps: its sweep family, the vmapped program, the runner, the bench."""

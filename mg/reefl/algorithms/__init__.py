@@ -1,0 +1,1 @@
+"""ReeFL and its baselines as clients and servers of one round each."""

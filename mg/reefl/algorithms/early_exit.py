@@ -1,0 +1,295 @@
+r"""What the ReeFL paper's baselines share: their local losses and one local-training program.
+
+Lee et al., "Recurrent Early Exits for Federated Learning with Heterogeneous
+Clients", ICML 2024, compare ReeFL with ExclusiveFL, InclusiveFL (Liu et al.,
+KDD 2022), DepthFL (Kim et al., ICLR 2023) and ScaleFL (Ilhan et al., CVPR
+2023), all re-implemented in the public code (royson/reefl) on the same ViT
+with one ``LayerNorm + Linear`` head per exit (:mod:`mg.models.exit_heads`).
+Their clients are the code's ``ReeFLClassificationClient.train`` with another
+``kl_loss``; for a tier's stacked exit logits ``(E, B, C)``:
+
+.. math::
+
+  L = \sum_e \mathrm{CE}_e + w\, \mathrm{KD} + L_{dyn}
+
+* ``'none'`` (ExclusiveFL, InclusiveFL): no KD term;
+* ``'all'`` (DepthFL): :math:`\mathrm{KD} = \frac{1}{E-1} \sum_i \sum_{j \ne i}
+  T^2\,\mathrm{KL}(\mathrm{sg}(p_j) \,\|\, p_i)` with the ramp ``w(r)`` of
+  :func:`mg.reefl.algorithms.reefl.kd_weight`, T = 1;
+* ``'forward'`` (ScaleFL): :math:`\mathrm{KD} = \sum_{j < E-1} T^2\,
+  \mathrm{KL}(\mathrm{sg}(p_{E-1}) \,\|\, p_j)`, constant ``w`` = 0.05, T = 3;
+* FedDyn (Acar et al., ICLR 2021; DepthFL's ``depthFL_feddyn``): :math:`L_{dyn} =
+  -\langle \theta, g_i \rangle + \frac{\alpha}{2} \|\theta - \theta^t\|^2`
+  with the client's state ``g_i`` (``prev_grads``).
+
+No KD term for a single-exit tier. SGD as ReeFL's (clip by value, then the
+optimiser's weight decay ``g + wd * theta``; the code's ``torch.optim.SGD``).
+The KD mode, its weight, T, alpha and the weight decay are traced, so the
+methods on one model (ExclusiveFL, DepthFL, DepthFL + FedDyn) share one
+compiled program per tier.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mg.reefl.algorithms import reefl
+from mg.reefl.algorithms.reefl import exit_cross_entropies
+from mg.models.tree_paths import flatten, unflatten
+
+KD_MODES = ('none', 'all', 'forward')
+
+
+class LocalConfig(NamedTuple):
+  """A baseline client's local training: the mode picks its KD term."""
+  batch_size: int = 32
+  clip: float = 1.0
+  kd_mode: str = 'none'
+  temperature: float = 1.0
+  weight_decay: float = 0.0
+  feddyn_alpha: float = 0.0   # 0: no FedDyn terms
+
+
+def is_trainable(path: str, regime: str) -> bool:
+  """:func:`mg.reefl.algorithms.reefl.is_trainable`, with the exit heads in Ree's place."""
+  return reefl.is_trainable(path, regime, exit_module='heads/')
+
+
+def split(flat: dict, regime: str) -> tuple[dict, dict]:
+  """(trainable, frozen) parameters of a flat tree (exit heads in Ree's place)."""
+  return reefl.split(flat, regime, exit_module='heads/')
+
+
+def size(flat: dict) -> int:
+  return int(sum(math.prod(v.shape) for v in flat.values()))
+
+
+# ---------------------------------------------------------------------- loss
+
+
+def _kl(target_logp, logp, weights):
+  """Batch-mean ``KL(exp(target) || exp(logp))`` over the last axis, masked."""
+  kl = jnp.sum(jnp.exp(target_logp) * (target_logp - logp), axis=-1)
+  return jnp.sum(kl * weights, axis=-1) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def kd_all(logits: jax.Array, weights, temperature: float) -> jax.Array:
+  """DepthFL: ``(1/(E-1)) sum_i sum_{j != i} T^2 KL(sg p_j || p_i)``; 0 for one exit."""
+  n = logits.shape[0]
+  if n < 2:
+    return jnp.zeros(())
+  logp = jax.nn.log_softmax(logits / temperature, axis=-1)      # (E, B, C)
+  target = jax.lax.stop_gradient(logp)
+  pair = _kl(target[None, :], logp[:, None], weights)           # [i, j] = KL(p_j || p_i)
+  off = 1.0 - jnp.eye(n)
+  return jnp.sum(pair * off) / (n - 1) * temperature ** 2
+
+
+def kd_forward(logits: jax.Array, weights, temperature: float) -> jax.Array:
+  """ScaleFL: ``sum_{j < E-1} T^2 KL(sg p_last || p_j)``; 0 for one exit."""
+  if logits.shape[0] < 2:
+    return jnp.zeros(())
+  logp = jax.nn.log_softmax(logits / temperature, axis=-1)
+  target = jax.lax.stop_gradient(logp[-1])
+  return jnp.sum(_kl(target[None], logp[:-1], weights)) * temperature ** 2
+
+
+def local_loss(logits, labels, weights, mode, kd_w, temperature):
+  """``(loss, ce)``: summed cross-entropies plus the KD term ``mode`` (traced) selects."""
+  ce = exit_cross_entropies(logits, labels, weights)
+  kd = jnp.where(mode == KD_MODES.index('all'), kd_all(logits, weights, temperature),
+                 jnp.where(mode == KD_MODES.index('forward'),
+                           kd_forward(logits, weights, temperature), 0.0))
+  return jnp.sum(ce) + kd_w * kd, ce
+
+
+def feddyn_penalty(trainable: dict, prev: dict, anchor: dict, alpha) -> jax.Array:
+  """``-<theta, g_i> + alpha/2 ||theta - theta^t||^2`` summed over parameters."""
+  lin = sum(jnp.vdot(trainable[k], prev[k]) for k in trainable)
+  quad = sum(jnp.sum(jnp.square(trainable[k] - anchor[k])) for k in trainable)
+  return -lin + 0.5 * alpha * quad
+
+
+def feddyn_client_state(prev: dict, trained: dict, anchor: dict, alpha: float) -> dict:
+  """The client's state after training: ``g_i <- g_i - alpha (theta_i - theta^t)``."""
+  return {k: prev[k] - alpha * (trained[k] - anchor[k]) for k in prev}
+
+
+# ------------------------------------------------------------ local training
+
+
+class Knobs(NamedTuple):
+  """The traced per-call settings of :func:`make_local_train`."""
+  lr: jax.Array
+  kd_w: jax.Array
+  mode: jax.Array
+  temperature: jax.Array
+  weight_decay: jax.Array
+  alpha: jax.Array
+
+
+def knobs(local: LocalConfig, lr: float, kd_w: float) -> Knobs:
+  f = jnp.float32
+  return Knobs(f(lr), f(kd_w), jnp.int32(KD_MODES.index(local.kd_mode)), f(local.temperature),
+               f(local.weight_decay), f(local.feddyn_alpha))
+
+
+def make_local_train(forward: Callable, like: dict, batch_size: int, clip: float,
+                     trace_counts: dict | None = None, name=None):
+  """``train(trainable, frozen, prev, images, labels, index, count, key, knobs)``, jitted.
+
+  ``forward(params, images) -> [logits per exit]``; ``like`` the tier's
+  parameter tree (shapes only); ``prev`` the client's FedDyn state (a dict
+  like ``trainable``; zeros and ``alpha = 0`` turn FedDyn off). One shuffled
+  epoch of batches of ``batch_size``, the last partial batch masked.
+  Returns ``(trainable, stats)``, ``stats = {'loss', 'steps'}``.
+  """
+  bsz = batch_size
+
+  def train(trainable, frozen, prev, images, labels, index, count, key, kn: Knobs):
+    if trace_counts is not None:
+      trace_counts[name] = trace_counts.get(name, 0) + 1
+    n_max = index.shape[0]
+    order, steps = reefl.epoch_order(key, count, n_max, bsz)
+    anchor = trainable
+
+    def loss_fn(tr, x, y, w):
+      logits = jnp.stack(forward(unflatten({**tr, **frozen}, like), x))
+      loss, _ = local_loss(logits, y, w, kn.mode, kn.kd_w, kn.temperature)
+      return loss + feddyn_penalty(tr, prev, anchor, kn.alpha)
+
+    def body(b, carry):
+      tr, loss_sum = carry
+      pos = b * bsz + jnp.arange(bsz)
+      ids = index[order[jnp.minimum(pos, n_max - 1)]]
+      w = (pos < count).astype(jnp.float32)
+      loss, grads = jax.value_and_grad(loss_fn)(tr, images[ids], labels[ids], w)
+      if clip:
+        grads = jax.tree.map(lambda g: jnp.clip(g, -clip, clip), grads)
+      tr = jax.tree.map(lambda p, g: p - kn.lr * (g + kn.weight_decay * p), tr, grads)
+      return tr, loss_sum + loss
+
+    trainable, loss_sum = jax.lax.fori_loop(0, steps, body, (trainable, jnp.zeros(())))
+    return trainable, {'loss': loss_sum / jnp.maximum(steps, 1), 'steps': steps}
+
+  return jax.jit(train)
+
+
+# ---------------------------------------------------------------- algorithm
+
+
+class Hparams(NamedTuple):
+  """The round schedule (ReeFL's): cosine learning rate, KD ramp or constant KD weight."""
+  rounds: int
+  lr: float = 0.05
+  min_lr: float = 0.001
+  kd_rounds: float = 300.0
+  kd_weight: float = 0.0      # > 0: a constant KD weight (ScaleFL) instead of the ramp
+
+
+class Spec(NamedTuple):
+  """How one baseline differs from the others; every field a pure function or a constant.
+
+  ``tier_tree(params, extra, tier)``: the tier's parameters at the client (a
+  tree; ``extra`` is the method's server extras, None for shapes only);
+  ``forward(tier)``: ``(params, images) -> [logits]`` of the tier's local model;
+  ``program_key(tier)``: compiled programs are shared between specs with equal keys;
+  ``server(state, uploads, outputs)`` -> ``(params, extra)`` with ``uploads``
+  ``[(flat trainable, example count)]`` and ``outputs`` the client outputs.
+  ``client_state``: whether clients keep FedDyn state (``extra['g']`` by client id).
+  """
+  tier_tree: Callable
+  forward: Callable
+  program_key: Callable
+  server: Callable
+  logits: Callable            # (eval_tree(state), images) -> [logits per exit]
+  eval_tree: Callable = lambda state: state.params
+  client_state: bool = False
+
+
+def algorithm(name: str, spec: Spec, template, *, regime: str, local: LocalConfig,
+              hp: Hparams, extra: Callable = lambda params: {}, programs: dict | None = None,
+              trace_counts: dict | None = None):
+  """A baseline as :class:`mg.federated.mapping.Algorithm` pure functions.
+
+  The server state is :class:`mg.federated.server.ServerState` with the
+  method's extra state (InclusiveFL's personal layers and momenta, FedDyn's
+  ``h`` and client states) in ``opt_state``. ``template``: the full parameter
+  tree (or its ``jax.eval_shape``). ``output(state)`` is what ``spec.logits``
+  reads (InclusiveFL: the global and the personal layers).
+  """
+  from mg.federated import server as server_lib  # pylint: disable=g-import-not-at-top
+  from mg.federated.mapping import Algorithm, ClientOutput  # pylint: disable=g-import-not-at-top
+  programs = {} if programs is None else programs
+  zeros: dict = {}
+
+  def init(params):
+    return server_lib.init_state(params, opt_state=extra(params))
+
+  def broadcast(state, tier):
+    train, frozen = split(flatten(spec.tier_tree(state.params, state.opt_state, tier)), regime)
+    dyn = state.opt_state.get('g') if spec.client_state else None
+    return train, frozen, dyn
+
+  def client(shared, data, images, labels, key, round_):
+    tier = data.tier
+    pkey = spec.program_key(tier)
+    if pkey not in programs:
+      like = spec.tier_tree(template, None, tier)
+      programs[pkey] = make_local_train(spec.forward(tier), like, local.batch_size, local.clip,
+                                        trace_counts, pkey)
+    train = shared[0]
+    if spec.client_state:
+      prev = {k: shared[2][k][data.cid] for k in train}
+    else:
+      if pkey not in zeros:
+        zeros[pkey] = {k: jnp.zeros_like(v) for k, v in train.items()}
+      prev = zeros[pkey]
+    lr = reefl.learning_rate(round_, hp.rounds, hp.lr, hp.min_lr)
+    kd_w = hp.kd_weight or reefl.kd_weight(round_, hp.kd_rounds)
+    trained, stats = programs[pkey](train, shared[1], prev, images, labels, data.index,
+                                    data.count, key, knobs(local, lr, kd_w))
+    metrics = dict(stats, tier=tier, cid=data.cid)
+    if spec.client_state:
+      metrics['state'] = feddyn_client_state(prev, trained, train, local.feddyn_alpha)
+    return ClientOutput(trained, data.count, metrics)
+
+  def server(state, outputs):
+    uploads = [(o.tree, float(o.weight)) for o in outputs]
+    params, ext = spec.server(state, uploads, outputs)
+    finite = bool(all(np.all(np.isfinite(np.asarray(v))) for o in outputs
+                      for v in o.tree.values()))
+    state = state._replace(params=jax.tree.map(jnp.asarray, params), opt_state=ext,
+                           round=state.round + 1)
+    return state, {'finite': finite}
+
+  def output(state):
+    return spec.eval_tree(state)
+
+  return Algorithm(name, init, broadcast, client, server, output)
+
+
+def weighted_mean_server(regime: str) -> Callable:
+  """The code's ``EarlyExitFedAvg``: :func:`mg.reefl.algorithms.reefl.aggregate` per parameter."""
+
+  def server(state, uploads, outputs):
+    del outputs
+    flat = flatten(state.params)
+    new = reefl.aggregate(split(flat, regime)[0], uploads)
+    return unflatten({**flat, **new}, state.params), state.opt_state
+  return server
+
+
+def tier_counts(tier_tree: Callable, params, extra, num_exits: int, regime: str) -> list[dict]:
+  """Per tier: parameters held, trainable (= uploaded each round)."""
+  out = []
+  for t in range(num_exits):
+    flat = flatten(tier_tree(params, extra, t))
+    train = split(flat, regime)[0]
+    out.append({'tier': t, 'held': size(flat), 'trainable': size(train), 'uploaded': size(train)})
+  return out

@@ -1,0 +1,370 @@
+r"""ReeFL: federated training of a ViT with recurrent early exits across budget tiers.
+
+Lee, Sun, Mascolo, Dudziak, Choi, Lane. "Recurrent Early Exits for Federated
+Learning with Heterogeneous Clients", ICML 2024. Every detail follows the public
+code (royson/reefl: ``src/apps/clients/reefl_classification_client.py``,
+``src/apps/reefl_classification_app.py``,
+``src/server/strategies/earlyexit_fedavg.py`` and ``utils.py``):
+
+**Tiers.** Client ``i`` has budget tier ``i mod E`` and trains the truncated
+model up to its tier's exit with every exit up to it (``mg.models.vit``).
+
+**Local loss** on a batch, for the tier's exits ``e = 0..t``:
+
+.. math::
+
+  L = \sum_e \mathrm{CE}_e + w(r) \sum_{e \ne \tau} T^2\,
+      \mathrm{KL}(\mathrm{sg}(p_\tau) \,\|\, p_e), \qquad
+  w(r) = \exp(-5 (1 - \min(r, R_{kd}) / R_{kd})^2)
+
+(``KLDivLoss(batchmean, log_target)`` with T = 1; ``R_kd`` = the code's
+``kl_consistency_weight``, 300 of its 1,000 rounds). The teacher ``tau`` is, in
+``'dynamic'`` mode (the code's ``dynamic_ma``), the exit with the lowest
+exponential moving average of its training cross-entropy, ``a_e <- 0.8 a_e +
+0.2 CE_e``, updated with the current batch *before* the choice, started at 0
+at each local training call; ``'last'`` takes the tier's last exit (the code's
+``forward``); ``'none'`` has no KD term. A single-exit tier has no KD term.
+
+**Local optimisation.** SGD (no momentum, no weight decay) at the round's rate
+``max(lr_min, lr_0 (1 + cos(pi r / R)) / 2)`` (the code's
+``cosine_decay_with_warmup`` without warm-up; 0.05 -> 0.001), every gradient
+clipped by value to [-1, 1], one epoch of shuffled batches of 32 with the last
+partial batch kept (masked here, so shapes stay fixed).
+
+**Server.** Each parameter becomes the mean of the sampled clients that hold
+it, weighted by their numbers of training examples; a parameter no sampled
+client holds keeps its value (``aggregate_inplace_early_exit``; the code sums
+in float64, so does :func:`aggregate`).
+
+**Regimes** (which parameters train and travel): ``full`` (the tier's whole
+model), ``frozen`` (Ree and its head only; the backbone keeps its initial or
+pretrained values) and ``lora`` (Ree plus the LoRA factors of q and v).
+
+One compiled local-training program per tier: the client's example count,
+learning rate, KD weight and key are traced arguments, the number of local
+steps a traced loop bound, so rounds never recompile (``trace_counts``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mg.federated import server as server_lib
+from mg.federated.mapping import Algorithm, ClientOutput
+from mg.models import vit
+from mg.models.tree_paths import flatten, unflatten  # noqa: F401 (re-export)
+
+REGIMES = ('full', 'frozen', 'lora')
+KD_MODES = ('dynamic', 'last', 'none')
+# method name -> (teacher mode, CLS-token modulation)
+METHODS = {
+    'reefl': ('dynamic', True),
+    'reefl_lastkd': ('last', True),
+    'reefl_nokd': ('none', True),
+    'reefl_nomod': ('dynamic', False),
+}
+
+
+class LocalConfig(NamedTuple):
+  """A client's local training (the code's defaults)."""
+  batch_size: int = 32
+  clip: float = 1.0          # clip_grad_value_; 0 turns clipping off
+  ema: float = 0.8           # teacher choice: EMA of the exits' cross-entropies
+  temperature: float = 1.0
+  kd_mode: str = 'dynamic'   # dynamic | last | none
+
+
+# ------------------------------------------------------------------ schedules
+
+
+def kd_weight(round_: float, kd_rounds: float) -> float:
+  """``w(r) = exp(-5 (1 - clip(r, 0, R_kd) / R_kd)^2)`` (DepthFL's consistency ramp)."""
+  phase = 1.0 - np.clip(round_, 0.0, kd_rounds) / kd_rounds
+  return float(np.exp(-5.0 * phase * phase))
+
+
+def learning_rate(round_: int, rounds: int, base: float, minimum: float) -> float:
+  """The code's cosine decay without warm-up, floored at ``minimum``; rounds from 1."""
+  lr = 0.5 * base * (1.0 + math.cos(math.pi * round_ / rounds))
+  if round_ > rounds:
+    lr = 0.0
+  return max(minimum, lr)
+
+
+# ---------------------------------------------------------------- parameters
+
+
+def is_trainable(path: str, regime: str, exit_module: str = 'ree/') -> bool:
+  """Whether a parameter trains (and is uploaded) in a regime.
+
+  ``exit_module``: the path prefix of what reads the exits (Ree here; the
+  baselines' per-exit heads), which trains in every regime.
+  """
+  if regime == 'full':
+    return True
+  if path.startswith(exit_module):
+    return True
+  if regime == 'lora':
+    return path.rsplit('/', 1)[-1] in ('lora_a', 'lora_b')
+  if regime == 'frozen':
+    return False
+  raise ValueError(f'regime {regime!r}: expected one of {REGIMES}')
+
+
+def split(flat: dict, regime: str, exit_module: str = 'ree/') -> tuple[dict, dict]:
+  """(trainable, frozen) parameters of a flat tree."""
+  train = {k: v for k, v in flat.items() if is_trainable(k, regime, exit_module)}
+  return train, {k: v for k, v in flat.items() if k not in train}
+
+
+def tier_trainable_paths(cfg: vit.ViTConfig, tier: int, regime: str, params) -> list[str]:
+  return [k for k in flatten(vit.tier_params(params, tier, cfg)) if is_trainable(k, regime)]
+
+
+def tier_param_counts(cfg: vit.ViTConfig, regime: str, params) -> list[dict]:
+  """Per tier: parameters held (run), trainable (= uploaded each round)."""
+  out = []
+  for t in range(cfg.num_exits):
+    flat = flatten(vit.tier_params(params, t, cfg))
+    train, _ = split(flat, regime)
+    size = lambda d: int(sum(math.prod(v.shape) for v in d.values()))
+    out.append({'tier': t, 'exit_block': cfg.exits[t], 'held': size(flat),
+                'trainable': size(train), 'uploaded': size(train)})
+  return out
+
+
+# ---------------------------------------------------------------------- loss
+
+
+def exit_cross_entropies(logits: jax.Array, labels, weights) -> jax.Array:
+  """(E,) masked mean cross-entropy per exit of logits (E, B, C)."""
+  ce = optax.softmax_cross_entropy_with_integer_labels(
+      logits, jnp.broadcast_to(labels, logits.shape[:2]))
+  return jnp.sum(ce * weights, axis=1) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def kd_terms(logits: jax.Array, teacher, weights, temperature: float) -> jax.Array:
+  """(E,) ``T^2 KL(sg(p_teacher) || p_e)`` per exit (batch mean), 0 at the teacher."""
+  logp = jax.nn.log_softmax(logits / temperature, axis=-1)
+  target = jax.lax.stop_gradient(logp[teacher])
+  kl = jnp.sum(jnp.exp(target) * (target - logp), axis=-1)        # (E, B)
+  kl = jnp.sum(kl * weights, axis=1) / jnp.maximum(jnp.sum(weights), 1.0)
+  others = jnp.arange(logits.shape[0]) != teacher
+  return jnp.where(others, kl, 0.0) * temperature ** 2
+
+
+def choose_teacher(ema: jax.Array, ce: jax.Array, local: LocalConfig, mode=None):
+  """(new EMA, teacher index): the EMA is updated with this batch first.
+
+  ``mode`` (traced: an index into ``KD_MODES``) overrides ``local.kd_mode``, so
+  methods that differ only in their teacher share one compiled program.
+  """
+  ema = local.ema * ema + (1.0 - local.ema) * jax.lax.stop_gradient(ce)
+  mode = KD_MODES.index(local.kd_mode) if mode is None else mode
+  last = jnp.asarray(ce.shape[0] - 1)
+  return ema, jnp.where(mode == KD_MODES.index('last'), last, jnp.argmin(ema))
+
+
+def local_loss(logits: jax.Array, labels, weights, ema, kd_w, local: LocalConfig, mode=None):
+  """``(loss, (ema, teacher, ce))`` of a tier's stacked exit logits (E, B, C)."""
+  ce = exit_cross_entropies(logits, labels, weights)
+  ema, teacher = choose_teacher(ema, ce, local, mode)
+  loss = jnp.sum(ce)
+  if logits.shape[0] > 1:  # the code: no KD term for a single-exit tier
+    mode = KD_MODES.index(local.kd_mode) if mode is None else mode
+    on = jnp.asarray(mode != KD_MODES.index('none'), jnp.float32)
+    loss = loss + on * kd_w * jnp.sum(kd_terms(logits, teacher, weights, local.temperature))
+  return loss, (ema, teacher, ce)
+
+
+# ------------------------------------------------------------ local training
+
+
+class ClientData(NamedTuple):
+  """A client's examples as indices into the on-device training arrays."""
+  index: jax.Array   # (n_max,) int32, padded
+  count: jax.Array   # () int32 number of real examples
+  tier: int          # static
+  cid: int = -1      # the client's id (client state kept by id: FedDyn)
+
+
+
+def epoch_order(key, count, n_max: int, batch_size: int):
+  """One shuffled epoch over a client's ``count`` real rows of ``n_max`` padded ones.
+
+  Returns ``(order, steps)``: a permutation putting the real rows first in random
+  order, and ``ceil(count / batch_size)`` batches (the last partial one kept).
+  """
+  slots = jnp.arange(n_max)
+  order = jnp.argsort(jnp.where(slots < count, jax.random.uniform(key, (n_max,)), 2.0))
+  return order, (count + batch_size - 1) // batch_size
+
+def make_local_train(cfg: vit.ViTConfig, tier: int, local: LocalConfig, like: dict,
+                     regime: str, trace_counts: dict | None = None):
+  """``train(trainable, frozen, images, labels, index, count, key, lr, kd_w, mode)``, jitted.
+
+  ``like`` is the tier's parameter tree (shapes only); ``mode`` indexes
+  ``KD_MODES`` (``local.kd_mode`` is not read). Returns ``(trainable,
+  stats)`` with ``stats = {'loss': mean batch loss, 'teacher': (E,) counts,
+  'steps'}``.
+  """
+  num_exits = tier + 1
+  bsz = local.batch_size
+
+  def train(trainable, frozen, images, labels, index, count, key, lr, kd_w, mode):
+    if trace_counts is not None:
+      trace_counts[tier] = trace_counts.get(tier, 0) + 1
+    n_max = index.shape[0]
+    order, steps = epoch_order(key, count, n_max, bsz)
+
+    def loss_fn(tr, x, y, w, ema):
+      params = unflatten({**tr, **frozen}, like)
+      logits = jnp.stack(vit.apply(params, x, cfg, tier))
+      return local_loss(logits, y, w, ema, kd_w, local, mode)
+
+    def body(b, carry):
+      tr, ema, loss_sum, teacher_counts = carry
+      pos = b * bsz + jnp.arange(bsz)
+      valid = pos < count
+      ids = index[order[jnp.minimum(pos, n_max - 1)]]
+      w = valid.astype(jnp.float32)
+      (loss, (ema, teacher, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          tr, images[ids], labels[ids], w, ema)
+      if local.clip:
+        grads = jax.tree.map(lambda g: jnp.clip(g, -local.clip, local.clip), grads)
+      tr = jax.tree.map(lambda p, g: p - lr * g, tr, grads)
+      return tr, ema, loss_sum + loss, teacher_counts + jax.nn.one_hot(teacher, num_exits)
+
+    carry = (trainable, jnp.zeros((num_exits,)), jnp.zeros(()), jnp.zeros((num_exits,)))
+    trainable, _, loss_sum, teacher_counts = jax.lax.fori_loop(0, steps, body, carry)
+    return trainable, {'loss': loss_sum / jnp.maximum(steps, 1), 'teacher': teacher_counts,
+                       'steps': steps}
+
+  return jax.jit(train)
+
+
+# --------------------------------------------------------------------- server
+
+
+def aggregate(global_flat: dict, uploads: list[tuple[dict, float]]) -> dict:
+  """Per-parameter example-weighted mean over the uploads that hold it (float64).
+
+  Args:
+    global_flat: ``{path: array}`` the server's current trainable parameters.
+    uploads: ``[(flat trainable parameters of one client, its example count)]``.
+  """
+  num: dict[str, np.ndarray] = {}
+  den: dict[str, float] = {}
+  for flat, weight in uploads:
+    for k, v in flat.items():
+      num[k] = num.get(k, 0.0) + float(weight) * np.asarray(v, np.float64)
+      den[k] = den.get(k, 0.0) + float(weight)
+  return {k: (np.asarray(num[k] / den[k], np.float32) if den.get(k) else v)
+          for k, v in global_flat.items()}
+
+
+# ------------------------------------------------------------------ algorithm
+
+
+class Hparams(NamedTuple):
+  rounds: int
+  lr: float = 0.05
+  min_lr: float = 0.001
+  kd_rounds: float = 300.0
+
+
+def reefl(cfg: vit.ViTConfig, template, *, regime: str, local: LocalConfig, hp: Hparams,
+          name: str = 'reefl', trace_counts: dict | None = None,
+          programs: dict | None = None) -> Algorithm:
+  """ReeFL as pure functions around one compiled local-training program per tier.
+
+  ``template`` is the full parameter tree (or its ``jax.eval_shape``).
+  ``programs``: a dict of compiled per-tier programs to share between
+  algorithms with the same model, regime and local settings but another
+  teacher mode (the caller keys it); default: this algorithm's own.
+
+  ``init(params)`` -> state; ``broadcast(state, tier)`` -> the tier's (trainable,
+  frozen) flat parameters; ``client(shared, data, images, labels, key)`` ->
+  ``ClientOutput``; ``server(state, outputs)`` -> (state, diagnostics);
+  ``output(state)`` -> full parameters.
+  """
+  if regime not in REGIMES:
+    raise ValueError(f'regime {regime!r}: expected one of {REGIMES}')
+  if local.kd_mode not in KD_MODES:
+    raise ValueError(f'kd_mode {local.kd_mode!r}: expected one of {KD_MODES}')
+  programs = {} if programs is None else programs
+  mode = jnp.int32(KD_MODES.index(local.kd_mode))
+
+  def init(params):
+    return server_lib.init_state(params)
+
+  def broadcast(state, tier):
+    return split(flatten(vit.tier_params(state.params, tier, cfg)), regime)
+
+  def client(shared, data: ClientData, images, labels, key, round_):
+    tier = data.tier
+    if tier not in programs:
+      like = vit.tier_params(template, tier, cfg)
+      programs[tier] = make_local_train(cfg, tier, local, like, regime, trace_counts)
+    lr = learning_rate(round_, hp.rounds, hp.lr, hp.min_lr)
+    kd_w = kd_weight(round_, hp.kd_rounds)
+    trainable, stats = programs[tier](shared[0], shared[1], images, labels, data.index,
+                                      data.count, key, jnp.float32(lr), jnp.float32(kd_w), mode)
+    return ClientOutput(trainable, data.count, dict(stats, tier=tier))
+
+  def server(state, outputs):
+    global_flat = split(flatten(state.params), regime)[0]
+    new = aggregate(global_flat, [(o.tree, float(o.weight)) for o in outputs])
+    params = unflatten({**flatten(state.params), **new}, state.params)
+    params = jax.tree.map(jnp.asarray, params)
+    finite = bool(all(np.all(np.isfinite(v)) for v in new.values()))
+    return state._replace(params=params, round=state.round + 1), {'finite': finite}
+
+  def output(state):
+    return state.params
+
+  return Algorithm(name, init, broadcast, client, server, output)
+
+
+def sample_clients(seed: int, round_: int, num_clients: int, per_round: int) -> np.ndarray:
+  """Clients of a round, uniformly without replacement; a function of (seed, round)."""
+  rng = np.random.default_rng([seed, round_])
+  return np.sort(rng.choice(num_clients, size=per_round, replace=False))
+
+
+def train_round(alg: Algorithm, state, clients: list[ClientData], images, labels,
+                sampled, key: jax.Array, round_: int):
+  """One round: broadcast to each sampled client's tier, local training, aggregation.
+
+  Clients run one after another (a host loop over per-tier compiled programs:
+  tiers differ in depth, so they cannot share one batched program).
+
+  Returns:
+    ``(state, diagnostics)``; diagnostics hold the mean local loss, the
+    uploaded parameter count and ``teacher``: ``{tier: (E,) counts}``.
+  """
+  shared = {}
+  outputs = []
+  for cid in sampled:
+    data = clients[int(cid)]
+    if data.tier not in shared:
+      shared[data.tier] = alg.broadcast(state, data.tier)
+    outputs.append(alg.client(shared[data.tier], data, images, labels,
+                              jax.random.fold_in(key, int(cid)), round_))
+  state, diag = alg.server(state, outputs)
+  teacher: dict[int, np.ndarray] = {}
+  for o in outputs:
+    t = o.metrics['tier']
+    if 'teacher' in o.metrics:
+      teacher[t] = teacher.get(t, 0) + np.asarray(o.metrics['teacher'])
+  diag.update(
+      loss=float(np.mean([float(o.metrics['loss']) for o in outputs])),
+      uploaded=int(sum(sum(math.prod(v.shape) for v in o.tree.values()) for o in outputs)),
+      teacher=teacher)
+  return state, diag

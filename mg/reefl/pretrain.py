@@ -1,0 +1,101 @@
+"""Central pretraining of the ViT backbone (``python -m experiments.pretrain``)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mg.reefl import config as reefl_config
+from mg.reefl import run as reefl_run
+from mg.errors import ConfigError
+from mg.data import dirichlet
+from mg.models import pretrained
+from mg.models import vit
+from mg.models.tree_paths import flatten
+
+
+# ITU-R BT.601 luma, the usual RGB -> grey weights.
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def fit_images(images: np.ndarray, image_size: int, channels: int) -> np.ndarray:
+  """Pretraining images (N, H, W, C) in the shape a target model reads.
+
+  So a backbone can be pretrained on one dataset for a model of another's shape
+  (CIFAR-10's 32x32 colour images for MNIST's 28x28 grey model): colour becomes
+  grey by BT.601 luma when the model reads one channel, and larger images are
+  centre-cropped to ``image_size`` (smaller ones are left to the model, which
+  resizes them on the fly, :func:`mg.models.vit.embed`).
+  """
+  c = images.shape[-1]
+  if channels == 1 and c == 3:
+    images = images @ _LUMA[:, None]
+  elif channels != c:
+    raise ConfigError(f'model.in_chans={channels}: cannot fit {c}-channel images to it '
+                      '(1 greys colour images; 0 takes the dataset\'s channels)')
+  h, w = images.shape[1:3]
+  if h > image_size or w > image_size:
+    top, left = max(h - image_size, 0) // 2, max(w - image_size, 0) // 2
+    images = images[:, top:top + min(h, image_size), left:left + min(w, image_size)]
+  return np.ascontiguousarray(images, np.float32)
+
+
+def pretrain(config, out: str, *, epochs: int, lr: float, batch: int, seed: int = 0,
+             progress: Callable[[int, float, float], None] | None = None) -> float:
+  """Trains every exit of the config's ViT with Adam; writes the backbone to ``out``.
+
+  The images are :func:`fit_images` to the model (``model.in_chans`` sets its
+  channels, else the dataset's). Returns the last exit's accuracy on a held-out
+  10% of the images; ``progress(epoch, mean training loss, that accuracy)``
+  is called after each epoch.
+  """
+  d = config.data
+  images, labels = dirichlet.read_split(d.name, d.source, d.dir, d.split)
+  rng = np.random.default_rng(seed)
+  kept, held = dirichlet.stratified_holdout(labels, 0.1, rng)
+  cfg = reefl_config.model_config(config)
+  images = fit_images(images, cfg.image_size, cfg.in_chans)
+  params = reefl_run.initial_params(config, cfg, jax.random.PRNGKey(seed))
+  tx = optax.adam(lr)
+  opt = tx.init(params)
+
+  def loss_fn(p, x, y):
+    return sum(optax.softmax_cross_entropy_with_integer_labels(l, y).mean()
+               for l in vit.apply(p, x, cfg))
+
+  @jax.jit
+  def step(p, o, x, y):
+    loss, g = jax.value_and_grad(loss_fn)(p, x, y)
+    u, o = tx.update(g, o, p)
+    return optax.apply_updates(p, u), o, loss
+
+  predict = jax.jit(lambda p, x: jnp.argmax(vit.apply(p, x, cfg)[-1], -1))
+
+  def held_out_accuracy(p):
+    correct = sum(int(jnp.sum(predict(p, jnp.asarray(images[held[i:i + 500]]))
+                              == labels[held[i:i + 500]])) for i in range(0, len(held), 500))
+    return correct / len(held)
+
+  for epoch in range(epochs):
+    order = rng.permutation(kept)
+    losses = []
+    for i in range(0, len(order) - batch + 1, batch):
+      idx = order[i:i + batch]
+      params, opt, loss = step(params, opt, jnp.asarray(images[idx]), jnp.asarray(labels[idx]))
+      losses.append(loss)
+    mean_loss = float(jnp.mean(jnp.stack(losses)))
+    if not np.isfinite(mean_loss):
+      raise ConfigError(f'pretraining diverged: the training loss is {mean_loss} in epoch '
+                        f'{epoch + 1}; lower the step size (lr={lr}); nothing was written')
+    acc = held_out_accuracy(params)
+    if progress is not None:
+      progress(epoch + 1, mean_loss, acc)
+  if not epochs:
+    acc = held_out_accuracy(params)
+  backbone = {k: np.asarray(v) for k, v in flatten(params).items() if pretrained.is_backbone(k)}
+  np.savez(out, **backbone)
+  return acc

@@ -1,0 +1,238 @@
+"""A sweep of ReeFL and its baselines, each configuration chosen on the validation clients.
+
+  python -m experiments.sweep --config=configs/reefl/mnist_baselines.py \
+      --sweep=configs/reefl/sweeps/mnist.py --workdir=DIR
+
+The sweep file has the format of ``mg/sweep/spec.py`` (studies of grids or
+member lists over fields, and seeds); here a member may set its method's own
+settings ``per_method.<method>.<key>`` or the shared field each defaults to
+(``mg.reefl.methods``), and a field that does not reach its method is refused
+(e.g. ``fl.lr`` for DepthFL with FedDyn, which runs ``baselines.feddyn_lr``).
+
+Unlike MetaGater's sweep (one vmapped program over members), ReeFL trains one
+program per budget tier, so members run one after another, as single runs do
+(:func:`mg.reefl.run.train_method`, first repeat, at the member's seed), and
+share the compiled per-tier programs and evaluations: every swept setting is a
+traced argument of them, so only a member's first round of a new model compiles.
+
+A configuration's score is the mean over its seeds of the final accuracy on
+the validation clients, mean over exits (``mg.sweep.results.best_per_method``);
+the test split's accuracy is recorded beside it, never compared. One regime
+per sweep (the best settings of ``full`` and ``frozen`` differ).
+
+Outputs: ``sweep.json`` (every member: settings, seed, validation and test
+accuracy per exit and mean, ensemble, train time; the best per method),
+``sweep.md`` (the best per method and the config overrides that run it, then
+every member), ``members.jsonl`` (one line per finished member) and
+``metrics.jsonl``. The workdir is held by the run harness (``mg.harness.session``)
+as a run's is: a checkpoint every ``checkpoint_every`` rounds of a member and at
+the end of each, SIGINT/SIGTERM saved at a round boundary, and rerunning the same
+command resumes where the last checkpoint left off, with ``metrics.jsonl``
+rewritten to exactly its records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Sequence
+
+import numpy as np
+
+from mg.harness import session as session_lib
+from mg.reefl import config as reefl_config
+from mg.reefl import methods as reefl_methods
+from mg.reefl import run as reefl_run
+from mg import report
+from mg.report import MetricsLog
+from mg.report.serialize import atomic_write_text, to_jsonable
+from mg.sweep import results as results_lib
+from mg.sweep import spec as spec_lib
+
+ROWS_FILE = 'members.jsonl'
+# What a fresh sweep in a workdir replaces (with resume=False).
+OUTPUTS = ('metrics.jsonl', ROWS_FILE, 'sweep.json', 'sweep.md')
+
+
+def _cannot_sweep(config):
+  if config.data.num_validation_clients < 1:
+    return ('a sweep ranks configurations on validation clients, never on the test '
+            'split: set --config.data.num_validation_clients to 1 or more')
+  if len(config.regimes) != 1:
+    return (f'a sweep tunes one regime, not {tuple(config.regimes)}: pass e.g. '
+            "--config.regimes='(\"full\",)'")
+  return None
+
+
+FAMILY = spec_lib.Family(shared=reefl_methods.SHARED, settings=reefl_methods.settings,
+                         validate=reefl_config.validate, cannot_sweep=_cannot_sweep)
+
+
+def members(sweep, config) -> tuple[spec_lib.Member, ...]:
+  """The checked members of a sweep file's ``get_sweep()`` (``mg.sweep.spec.members``)."""
+  reefl_config.validate(config)
+  return spec_lib.members(sweep, config, family=FAMILY)
+
+
+def member_row(result: dict, member: spec_lib.Member, hparams: dict) -> dict:
+  """A member's row from its :func:`mg.reefl.run.train_method` result.
+
+  ``validation_accuracy_mean`` and ``accuracy`` (the test split) are the final
+  means over exits; None when the member diverged.
+  """
+  mean = lambda v: float(np.mean(v)) if v else None
+  return dict(
+      member=member.describe(), method=member.method, hparams=hparams, seed=member.seed,
+      diverged=bool(result['diverged']), diverged_round=result['diverged'],
+      validation_accuracy_mean=mean(result['validation_exit_accuracy']),
+      validation_exit_accuracy=result['validation_exit_accuracy'],
+      validation_ensemble_accuracy=result['validation_ensemble_accuracy'],
+      accuracy=mean(result['exit_accuracy']), exit_accuracy=result['exit_accuracy'],
+      ensemble_accuracy=result['ensemble_accuracy'], train_time_s=result['train_time_s'],
+      upload_bytes_per_round=result['upload_bytes_per_round'])
+
+
+def settings_of(config, member: spec_lib.Member) -> dict:
+  """The member's settings as ``per_method`` fields, plus the fields it sets."""
+  own = reefl_methods.settings(member.method, spec_lib.member_config(config, member))
+  return dict({f'per_method.{member.method}.{k}': v for k, v in own.items()}, **member.values)
+
+
+class _MemberLog:
+  """``metrics.jsonl`` records of one member: the run's records, tagged with the member."""
+
+  def __init__(self, log: MetricsLog, member: spec_lib.Member):
+    self.log, self.member = log, member.describe()
+
+  def write(self, method, round_, **fields):
+    return self.log.write(method, round_, member=self.member, **fields)
+
+
+def overrides(method: str, hparams: dict, fields: Sequence[str]) -> dict:
+  """``{per_method field: value}`` of ``method``'s settings that the sweep varied."""
+  return {f'per_method.{method}.{key}': hparams[f'per_method.{method}.{key}']
+          for key, shared in reefl_methods.SHARED[method].items()
+          if f'per_method.{method}.{key}' in fields or shared in fields}
+
+
+def markdown(rows: Sequence[dict], best: dict, title: str, fields: Sequence[str]) -> str:
+  """``sweep.md``: the best configuration per method, then every member.
+
+  ``fields``: the swept fields; the overrides that run a best configuration set them.
+  """
+  pct = report.percent
+  tried: dict = {}
+  for r in rows:
+    tried.setdefault(r['method'], set()).add(results_lib.configuration(r))
+  lines = [f'# {title}', '', '## Best configuration per method (chosen on validation)', '',
+           '| Method | Configurations | Settings | Seeds | Validation, mean over exits (%) '
+           '| Test, mean over exits (%) | Overrides |', '|---|---:|---|---:|---:|---:|---|']
+  for method in tried:
+    if method not in best:
+      lines.append(f'| {method} | {len(tried[method])} | every configuration diverged '
+                   '| | | | |')
+      continue
+    b = best[method]
+    own = {k: v for k, v in b['hparams'].items() if k.startswith('per_method.')}
+    lines.append(
+        f"| {method} | {len(tried[method])} | "
+        + ', '.join(f"{k.rsplit('.', 1)[-1]}={v:g}" for k, v in own.items())
+        + f" | {len(b['seeds'])} | "
+        + report.percent_pm(b['validation_accuracy_mean'], b['validation_accuracy_std'])
+        + f" | {report.percent_pm(b['accuracy_mean'], b['accuracy_std'])} | "
+        + ' '.join(f'`--config.{k}={v:g}`'
+                   for k, v in overrides(method, b['hparams'], fields).items()) + ' |')
+  lines += ['', '## Every member', '',
+            '| Member | Validation, mean (%) | Validation per exit (%) | Test, mean (%) '
+            '| Test per exit (%) | Train time (s) |', '|---|---:|---|---:|---|---:|']
+  ordered = sorted(rows, key=lambda r: (r['method'], r['diverged'],
+                                        -(r['validation_accuracy_mean'] or 0.0)))
+  for r in ordered:
+    if r['diverged']:
+      lines.append(f"| {r['member']} | diverged (round {r['diverged_round']}) | | | | |")
+      continue
+    lines.append(
+        f"| {r['member']} | {pct(r['validation_accuracy_mean'])} | "
+        + ' / '.join(pct(v) for v in r['validation_exit_accuracy'])
+        + f" | {pct(r['accuracy'])} | " + ' / '.join(pct(v) for v in r['exit_accuracy'])
+        + f" | {r['train_time_s']:.0f} |")
+  lines += ['', 'Accuracy of the global model after the last round, mean over exits; '
+            'validation: the validation clients (never trained on), test: the global test '
+            'split. The best configuration of a method is the one with the highest mean '
+            'validation accuracy over its seeds (mean ± std over seeds); the test accuracy '
+            'is shown, never used to choose. Configurations: how many each method tried.']
+  return '\n'.join(lines) + '\n'
+
+
+def write(workdir: str, rows: Sequence[dict], fields: Sequence[str], *, title: str,
+          extra: dict) -> tuple[dict, str]:
+  """Writes ``sweep.json`` and ``sweep.md``; returns their contents."""
+  best = results_lib.best_per_method(rows)
+  doc = dict(extra, title=title, fields=list(fields), best=best, rows=list(rows))
+  atomic_write_text(os.path.join(workdir, 'sweep.json'),
+                    json.dumps(to_jsonable(doc), indent=2, allow_nan=False) + '\n')
+  text = markdown(rows, best, title, fields)
+  atomic_write_text(os.path.join(workdir, 'sweep.md'), text)
+  return doc, text
+
+
+def write_rows(workdir: str, done: dict) -> None:
+  """``members.jsonl``: one line per finished member, rewritten whole."""
+  atomic_write_text(os.path.join(workdir, ROWS_FILE),
+                    ''.join(json.dumps(row) + '\n' for row in done.values()))
+
+
+def run_sweep(config, sweep_members: Sequence[spec_lib.Member], workdir: str, *,
+              title: str = 'sweep', programs: dict | None = None) -> dict:
+  """Runs every member one after another and writes the report to ``workdir``.
+
+  Args:
+    config: the base ReeFL config (what is not swept; one regime).
+    sweep_members: from :func:`members`.
+    workdir: held for the whole sweep (``mg.harness.session``); rerunning with the
+      same config and ``config.resume`` continues from its last checkpoint.
+    title: the report's title.
+    programs: compiled programs to share (default: this sweep's own).
+
+  Returns:
+    The contents of ``sweep.json``.
+  """
+  with session_lib.Session(config, workdir, kind='sweep', outputs=OUTPUTS) as session:
+    start = time.perf_counter()
+    data = {}
+    for seed in dict.fromkeys(m.seed for m in sweep_members):  # every seed's data first
+      at_seed = config.copy_and_resolve_references()
+      at_seed.seed = seed
+      data[seed] = reefl_run.load_data(at_seed)
+    reefl_run.check_backbone(config)
+    session.accept()
+    done, current = reefl_run.progress_of(session.restored)
+    programs = {} if programs is None else programs
+    regime = config.regimes[0]
+    rows = []
+    for i, member in enumerate(sweep_members):
+      name = member.describe()
+      if name not in done:
+        _, arrays, clients = data[member.seed]
+        print(f'[{i + 1}/{len(sweep_members)}] {name}', flush=True)
+        resume = current if current is not None and current['name'] == name else None
+        result = reefl_run.train_method(
+            spec_lib.member_config(config, member), method=member.method, regime=regime,
+            repeat=0, data=arrays, clients=clients, log=_MemberLog(session.log, member),
+            stop=session.stop, resume=resume, save=reefl_run.saver(session, done, name),
+            programs=programs)
+        reefl_run.finish(session, done, name,
+                         member_row(result, member, settings_of(config, member)))
+        write_rows(workdir, done)
+      rows.append(done[name])
+    write_rows(workdir, done)
+    extra = dict(regime=regime, rounds=config.fl.rounds,
+                 wall_time_s=time.perf_counter() - start, resumes=session.resumes,
+                 partitions={s: reefl_run.describe(d[0], config.data.alpha)
+                             for s, d in data.items()})
+    doc, text = write(workdir, rows, spec_lib.swept_fields(sweep_members, config),
+                      title=title, extra=extra)
+  print(text, flush=True)
+  print(f'sweep written to {workdir}', flush=True)
+  return doc
