@@ -1,5 +1,7 @@
 """Label-skewed clients by Dirichlet (LDA) sampling, validation clients, a global test split.
 
+The partition of docs/design.md s.9.
+
 ReeFL's setup (the public code, royson/reefl ``src/data/fl_dataset.py``, which
 copies Flower 0.19's ``create_lda_partitions``): every client gets the same
 number of examples (``N // K``, the first ``N mod K`` clients one more); each

@@ -1,5 +1,7 @@
 r"""The baselines' early-exit ViT: one ``LayerNorm + Linear`` head per exit on the CLS token.
 
+What the baselines of docs/design.md s.13 train in place of Ree.
+
 The ReeFL paper's baselines (Lee et al., ICML 2024, Section 5 and Table 1)
 replace Ree by a separate head per exit; the public code (royson/reefl,
 ``src/models/reefl_vit.py`` with ``accumulator: NormAndLinear, layerwise:

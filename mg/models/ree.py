@@ -1,4 +1,4 @@
-r"""Ree: the recurrent early-exit module shared by every exit of a ViT (ReeFL).
+r"""Ree: the recurrent early-exit module shared by every exit of a ViT (docs/design.md s.8).
 
 Lee, Sun, Mascolo, Dudziak, Choi, Lane. "Recurrent Early Exits for Federated
 Learning with Heterogeneous Clients", ICML 2024 (public code: royson/reefl,

@@ -1,4 +1,4 @@
-"""A pure-function Vision Transformer with recurrent early exits (ReeFL).
+"""A pure-function Vision Transformer with recurrent early exits (ReeFL; docs/design.md s.7).
 
 Lee et al., "Recurrent Early Exits for Federated Learning with Heterogeneous
 Clients", ICML 2024; the backbone of the public code (royson/reefl,

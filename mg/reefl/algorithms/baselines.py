@@ -1,4 +1,4 @@
-"""The ReeFL paper's baselines by method name (Lee et al., ICML 2024, Table 1).
+"""The ReeFL paper's baselines by method name (Lee et al., ICML 2024, Table 1; docs/design.md s.13).
 
 ``exclusivefl`` (:mod:`mg.reefl.algorithms.exclusivefl`), ``inclusivefl`` and
 ``inclusivefl_nomd`` (:mod:`mg.reefl.algorithms.inclusivefl`), ``depthfl`` and

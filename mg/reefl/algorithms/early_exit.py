@@ -1,5 +1,7 @@
 r"""What the ReeFL paper's baselines share: their local losses and one local-training program.
 
+The baselines of docs/design.md s.13, on the tiers of s.9.
+
 Lee et al., "Recurrent Early Exits for Federated Learning with Heterogeneous
 Clients", ICML 2024, compare ReeFL with ExclusiveFL, InclusiveFL (Liu et al.,
 KDD 2022), DepthFL (Kim et al., ICLR 2023) and ScaleFL (Ilhan et al., CVPR

@@ -1,5 +1,8 @@
 r"""ReeFL: federated training of a ViT with recurrent early exits across budget tiers.
 
+The local loss, dynamic teacher and KD ramp of docs/design.md s.10; the
+aggregation of s.11; the regimes of s.12.
+
 Lee, Sun, Mascolo, Dudziak, Choi, Lane. "Recurrent Early Exits for Federated
 Learning with Heterogeneous Clients", ICML 2024. Every detail follows the public
 code (royson/reefl: ``src/apps/clients/reefl_classification_client.py``,
