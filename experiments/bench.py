@@ -456,11 +456,21 @@ def _counts(flag, values) -> str:
 
 
 def flag_problems(methods, strategies, scale_tasks, scale_steps, rounds, min_rounds,
-                  max_seconds) -> list:
-  """Every problem with the benchmark's flags, as lines naming the flag."""
+                  max_seconds, system: str = 'metagater', client_images: int = 1) -> list:
+  """Every problem with the benchmark's flags, as lines naming the flag.
+
+  ``methods`` is None when ``--methods`` was not given; ``system``: the config's.
+  """
   problems = []
+  if system == 'reefl':
+    if methods is not None:
+      problems.append(f'--methods={",".join(methods)}: a ReeFL config times its own round '
+                      'and tiers (the ReeFL model); --methods chooses MetaGater methods')
+    if client_images < 1:
+      problems.append(f'--reefl_client_images={client_images}: expected an integer >= 1')
+    methods = ['metagater']
   trainable = tuple(m for m in methods_lib.METHODS if m not in methods_lib.BACKBONE_OF)
-  for name in methods or ['']:
+  for name in (['metagater'] if methods is None else methods) or ['']:
     if name not in trainable:
       problems.append(f'--methods: {name!r} is not a method with its own round; expected '
                       f'some of {trainable}')
@@ -484,12 +494,14 @@ _BENCHES = {'metagater': run_bench, 'reefl': run_reefl_bench}
 
 
 def main(argv):
-  if len(argv) > 1:
-    sys.exit(f'error: unexpected arguments: {argv[1:]}')
+  cli.no_arguments(argv)
   # Every flag and config value is checked before any work.
-  problems = flag_problems(_METHODS.value, _STRATEGIES.value + [_SCALE_STRATEGY.value],
+  methods = _METHODS.value if flags.FLAGS['methods'].present else None
+  problems = flag_problems(methods, _STRATEGIES.value + [_SCALE_STRATEGY.value],
                            _SCALE_TASKS.value, _SCALE_STEPS.value, _ROUNDS.value,
-                           _MIN_ROUNDS.value, _MAX_SECONDS.value)
+                           _MIN_ROUNDS.value, _MAX_SECONDS.value,
+                           system=systems.name_of(_CONFIG.value),
+                           client_images=_REEFL_CLIENT_IMAGES.value)
   if problems:
     sys.exit('error: ' + '; '.join(problems))
   try:

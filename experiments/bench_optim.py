@@ -27,6 +27,7 @@ import jax
 import numpy as np
 import optax
 
+from experiments import cli
 from mg import optim
 from mg import prox
 
@@ -92,7 +93,7 @@ def _time_interleaved(steps: dict[str, Callable], params, grads, repeats: int,
 
 
 def main(argv):
-  del argv
+  cli.no_arguments(argv)
   params = _random_tree(cnn4_gated_shapes(), jax.random.key(0))
   grads = _random_tree(cnn4_gated_shapes(), jax.random.key(1))
   mask = gate_output_mask(params)

@@ -13,6 +13,7 @@ import sys
 from typing import Optional
 
 from absl import flags
+from absl import logging
 
 from mg import data as data_lib
 from mg.errors import ConfigError
@@ -43,7 +44,35 @@ def parse_flags(argv):
     typo = re.search(r"'(\w+)' Did you mean \"(\w+)\"", text)
     if typo:
       text = f"the config has no field '{typo[1]}' (did you mean '{typo[2]}'?)"
+    elif isinstance(e, KeyError):
+      text = _missing_field(argv, str(e.args[0] if e.args else text).strip("\"'"))
     sys.exit(f'error: bad --config override: {text}')
+
+
+def _missing_field(argv, key: str) -> str:
+  """A ``KeyError`` of an override as the dotted field the config lacks."""
+  for arg in argv:
+    if not arg.startswith('--config.'):
+      continue
+    path = arg[len('--config.'):].split('=', 1)[0].split('.')
+    if key in path:
+      field = '.'.join(path[:path.index(key) + 1])
+      return f"the config has no field '{field}' ({arg.split('=', 1)[0]})"
+  return f'the config has no field {key!r}'
+
+
+def quiet_logs() -> None:
+  """Library notes (checkpoints, backends) at WARNING unless ``--verbosity`` is given,
+  so that a refusal is the one line it says and progress is not drowned."""
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+
+
+def no_arguments(argv) -> None:
+  """Ends the command with one line when it was given positional arguments."""
+  if len(argv) > 1:
+    sys.exit(f'error: unexpected arguments {argv[1:]}: every input is a --flag '
+             '(pass --help to see them)')
 
 
 def _check_config_loaded():

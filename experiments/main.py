@@ -15,7 +15,6 @@ import time
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from experiments import cli
@@ -42,10 +41,8 @@ def resume_command(workdir: str) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # library progress notes (checkpoints)
+  cli.no_arguments(argv)
+  cli.quiet_logs()
   # XLA:CPU options and multi-host set-up must come before any JAX computation.
   backend.configure(_CONFIG.value.get('distributed'),
                     compile_cache_dir=_CONFIG.value.get('compile_cache_dir'))

@@ -32,7 +32,8 @@ _BATCH = flags.DEFINE_integer('batch', 128, 'Batch size.')
 
 
 def main(argv):
-  del argv
+  cli.no_arguments(argv)
+  cli.quiet_logs()
   from mg.reefl import pretrain  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   def progress(epoch, loss, acc):

@@ -55,8 +55,8 @@ _BENCH_REPEATS = flags.DEFINE_integer(
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.no_arguments(argv)
+  cli.quiet_logs()
   config = _CONFIG.value
   backend.configure(config.get('distributed'),  # as experiments.main does
                     compile_cache_dir=config.get('compile_cache_dir'))

@@ -3,7 +3,7 @@
 See docs/design.md s.6 (experimental setup) and "Data" (preparing datasets).
 """
 
-from mg.data.config import FIELDS, SOURCES, SPLITS, num_validation, validate
+from mg.data.config import FIELDS, SOURCES, SPLITS, num_validation, validate, validate_source
 from mg.data.errors import DataError
 from mg.data.federated import arrays_for, build, info_of, load_checked, partition_for
 from mg.data.partition import Partition, describe, partition, row_bounds
@@ -17,5 +17,5 @@ __all__ = [
     'DatasetSpec', 'FederatedData', 'Partition', 'TaskArrays', 'arrays_for', 'build',
     'info_of', 'load_checked', 'partition_for',
     'describe', 'federated_arrays', 'load', 'num_validation', 'partition',
-    'row_bounds', 'select_tasks', 'task_arrays', 'validate',
+    'row_bounds', 'select_tasks', 'task_arrays', 'validate', 'validate_source',
 ]

@@ -95,22 +95,12 @@ def check_partition_args(*, num_classes: int, num_tasks, classes_per_task,
         'strictly between 0 and 1 (the share of each task held out as query).')
 
 
-def validate(cfg) -> None:
-  """Checks every ``config.data`` field; raises ``DataError`` at the first bad.
+def validate_source(cfg) -> None:
+  """Checks which images ``cfg`` names (``source``, ``name``, ``split``, ``dir``).
 
-  Args:
-    cfg: the ``config.data`` ConfigDict (or any mapping with the same keys).
+  Both systems' data sections have these four fields; ``DataError`` names the
+  first bad one.
   """
-  keys = set(cfg.keys())
-  unknown = sorted(keys - set(FIELDS))
-  if unknown:
-    raise DataError(
-        f'config.data has no field {unknown[0]!r}{_hint(unknown[0], FIELDS)}; '
-        f'its fields are: {", ".join(FIELDS)}.')
-  for key in FIELDS:
-    if key not in keys:
-      raise DataError(f'config.data lacks the field {key!r}; its fields are: '
-                      f'{", ".join(FIELDS)}.')
   _choice(cfg['source'], 'source', SOURCES)
   _choice(cfg['name'], 'name', tuple(SPECS))
   _choice(cfg['split'], 'split', SPLITS)
@@ -135,6 +125,25 @@ def validate(cfg) -> None:
     raise DataError(
         "config.data.source='raw' needs config.data.dir, the folder holding "
         f"the official {cfg['name']} files.")
+
+
+def validate(cfg) -> None:
+  """Checks every ``config.data`` field; raises ``DataError`` at the first bad.
+
+  Args:
+    cfg: the ``config.data`` ConfigDict (or any mapping with the same keys).
+  """
+  keys = set(cfg.keys())
+  unknown = sorted(keys - set(FIELDS))
+  if unknown:
+    raise DataError(
+        f'config.data has no field {unknown[0]!r}{_hint(unknown[0], FIELDS)}; '
+        f'its fields are: {", ".join(FIELDS)}.')
+  for key in FIELDS:
+    if key not in keys:
+      raise DataError(f'config.data lacks the field {key!r}; its fields are: '
+                      f'{", ".join(FIELDS)}.')
+  validate_source(cfg)
   check_partition_args(
       num_classes=SPECS[cfg['name']].num_classes,
       num_tasks=cfg['num_tasks'], classes_per_task=cfg['classes_per_task'],

@@ -91,6 +91,9 @@ class Lock:
 
   def __enter__(self) -> Lock:
     make_folder(self.workdir)
+    if os.path.isdir(self.path):
+      raise WorkdirError(f'{self.path} is a folder where a run keeps its lock file; move it '
+                         'away (or give another --workdir)')
     try:
       fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as err:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import pickle
 import zipfile
+import zlib
 from typing import Any
 
 import jax.numpy as jnp
@@ -69,13 +70,22 @@ def _rebuild_parameter(data, *unused):
   return data
 
 
+class BackboneError(ValueError):
+  """A file that holds no backbone for the model; the message says what is wrong."""
+
+
 class _StateDictUnpickler(pickle.Unpickler):
-  """Unpickles PyTorch's ``data.pkl`` with numpy arrays in place of tensors."""
+  """Unpickles PyTorch's ``data.pkl`` with numpy arrays in place of tensors.
+
+  ``refused``: the globals the pickle named that a state dict never needs (each
+  became an inert placeholder; none was imported or run).
+  """
 
   def __init__(self, file, archive: zipfile.ZipFile, prefix: str):
     super().__init__(file)
     self._archive = archive
     self._prefix = prefix
+    self.refused: list[str] = []
 
   def find_class(self, module, name):
     if (module, name) == ('collections', 'OrderedDict'):
@@ -86,6 +96,7 @@ class _StateDictUnpickler(pickle.Unpickler):
       return _rebuild_parameter
     if module == 'torch' and name in _DTYPES:
       return _StorageType(name)
+    self.refused.append(f'{module}.{name}')
     return _Opaque
 
   def persistent_load(self, pid):
@@ -110,9 +121,14 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
       raise ValueError(f'{path} has no data.pkl: not a PyTorch checkpoint')
     prefix = pkl[0][:-len('/data.pkl')]
     with archive.open(pkl[0]) as f:
-      obj = _StateDictUnpickler(f, archive, prefix).load()
+      unpickler = _StateDictUnpickler(f, archive, prefix)
+      obj = unpickler.load()
   if isinstance(obj, dict) and 'model' in obj and isinstance(obj['model'], dict):
     obj = obj['model']
+  if not isinstance(obj, dict):
+    refused = (f' (its pickle names {unpickler.refused[0]}, which a state dict never '
+               'needs; nothing in it was run)' if unpickler.refused else '')
+    raise BackboneError(f'{path} holds no state dict{refused}')
   return {k[len('module.'):] if k.startswith('module.') else k: v
           for k, v in obj.items() if isinstance(v, np.ndarray)}
 
@@ -150,13 +166,44 @@ def is_backbone(path: str) -> bool:
           and path.rsplit('/', 1)[-1] not in ('lora_a', 'lora_b'))
 
 
+def read_flat(path: str, cfg: vit.ViTConfig) -> dict[str, np.ndarray]:
+  """``{flat path: array}`` of the backbone file ``path`` (``.npz`` or ``.pth``).
+
+  Raises:
+    BackboneError: the file cannot be read as a backbone, with the reason.
+  """
+  try:
+    if path.endswith('.npz'):
+      if not zipfile.is_zipfile(path):
+        raise BackboneError(f'{path} is not a readable .npz backbone (not a zip archive: '
+                            'empty, cut short or another format)')
+      with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+    return deit_to_flat(read_state_dict(path), cfg)
+  except BackboneError:
+    raise
+  except KeyError as e:
+    raise BackboneError(f'{path} lacks the tensor {e.args[0]!r} of a DeiT-style ViT with '
+                        f'{cfg.depth} blocks') from e
+  except ValueError as e:
+    if 'Object arrays' in str(e) or 'pickled' in str(e):
+      raise BackboneError(f'{path} holds Python objects, not only numeric arrays (a '
+                          'backbone from python -m experiments.pretrain holds arrays)') from e
+    raise BackboneError(f'{path}: {str(e).splitlines()[0]}') from e
+  except (OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, zlib.error,
+          AttributeError, TypeError, IndexError) as e:
+    reason = str(e).splitlines()[0] if str(e) else 'empty or cut short'
+    raise BackboneError(f'{path} is not a readable {".npz" if path.endswith(".npz") else ".pth"} '
+                        f'backbone ({type(e).__name__}: {reason})') from e
+
+
 def load_backbone(path: str, params: dict, cfg: vit.ViTConfig) -> dict:
-  """``params`` with the backbone read from ``path`` (``.pth`` or ``.npz``)."""
-  if path.endswith('.npz'):
-    with np.load(path) as z:
-      flat = {k: z[k] for k in z.files}
-  else:
-    flat = deit_to_flat(read_state_dict(path), cfg)
+  """``params`` with the backbone read from ``path`` (``.pth`` or ``.npz``).
+
+  Raises:
+    BackboneError: the file holds no backbone that fits ``cfg``, with the reason.
+  """
+  flat = read_flat(path, cfg)
   current = flatten(params)
   new: dict[str, Any] = dict(current)
   for k, v in flat.items():
@@ -165,11 +212,14 @@ def load_backbone(path: str, params: dict, cfg: vit.ViTConfig) -> dict:
     if k.startswith('blocks/') and int(k.split('/')[1]) >= cfg.depth:
       continue
     if k not in current:
-      raise ValueError(f'{path}: {k} has no place in this model')
+      raise BackboneError(f'{path}: {k} has no place in this model')
+    if not np.issubdtype(np.asarray(v).dtype, np.number):
+      raise BackboneError(f'{path}: {k} is {np.asarray(v).dtype}, not a numeric array')
     if tuple(np.shape(v)) != tuple(current[k].shape):
-      raise ValueError(f'{path}: {k} is {np.shape(v)}, the model needs {current[k].shape}')
+      raise BackboneError(f'{path}: {k} is {np.shape(v)}, the model needs '
+                          f'{tuple(current[k].shape)}')
     new[k] = jnp.asarray(v, jnp.float32)
   missing = [k for k in current if is_backbone(k) and k not in flat]
   if missing:
-    raise ValueError(f'{path} lacks {len(missing)} backbone arrays, e.g. {missing[0]}')
+    raise BackboneError(f'{path} lacks {len(missing)} backbone arrays, e.g. {missing[0]}')
   return unflatten(new, params)

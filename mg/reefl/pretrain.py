@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Callable
 
 import jax
@@ -11,8 +13,10 @@ import optax
 
 from mg.reefl import config as reefl_config
 from mg.reefl import run as reefl_run
-from mg.errors import ConfigError
 from mg.data import dirichlet
+from mg.errors import ConfigError
+from mg.harness import divergence
+from mg.harness import fields
 from mg.models import pretrained
 from mg.models import vit
 from mg.models.tree_paths import flatten
@@ -44,6 +48,30 @@ def fit_images(images: np.ndarray, image_size: int, channels: int) -> np.ndarray
   return np.ascontiguousarray(images, np.float32)
 
 
+def validate(config, out: str, *, epochs: int, lr: float, batch: int) -> None:
+  """Raises ``ConfigError`` for a pretraining that cannot run or write its backbone.
+
+  The config as ``experiments.main`` checks it (its images fitted to the model),
+  the flags, and ``out``: a ``.npz`` file in a folder that exists.
+  """
+  reefl_config.validate(config, pretraining=True)
+  fields.check(isinstance(epochs, int) and epochs >= 1,
+               f'--epochs={epochs}: expected an integer >= 1')
+  fields.check(isinstance(batch, int) and batch >= 1,
+               f'--batch={batch}: expected an integer >= 1')
+  fields.check(fields.is_number(lr) and lr > 0, f'--lr={lr}: expected a number > 0')
+  fields.check(out.endswith('.npz') and not os.path.isdir(out),
+               f'--out={out}: expected a .npz file to write the backbone to')
+  folder = os.path.dirname(os.path.abspath(out))
+  fields.check(os.path.isdir(folder), f'--out={out}: its folder {folder} does not exist; '
+               'create it first')
+
+
+def initial_loss(cfg: vit.ViTConfig) -> float:
+  """The summed cross-entropy of the exits at initialisation: ``num_exits * ln(C)``."""
+  return cfg.num_exits * math.log(cfg.num_classes)
+
+
 def pretrain(config, out: str, *, epochs: int, lr: float, batch: int, seed: int = 0,
              progress: Callable[[int, float, float], None] | None = None) -> float:
   """Trains every exit of the config's ViT with Adam; writes the backbone to ``out``.
@@ -52,11 +80,23 @@ def pretrain(config, out: str, *, epochs: int, lr: float, batch: int, seed: int 
   channels, else the dataset's). Returns the last exit's accuracy on a held-out
   10% of the images; ``progress(epoch, mean training loss, that accuracy)``
   is called after each epoch.
+
+  Nothing is written when an epoch's loss diverges: not finite, or above the
+  harness's bound (``mg.harness.divergence``) times the loss at
+  initialisation (:func:`initial_loss`), an absolute reference that a run
+  exploding in its first epoch cannot raise.
+
+  Raises:
+    ConfigError: a bad config or flag (:func:`validate`), a batch larger than
+      the training images, or a diverged loss.
   """
+  validate(config, out, epochs=epochs, lr=lr, batch=batch)
   d = config.data
   images, labels = dirichlet.read_split(d.name, d.source, d.dir, d.split)
   rng = np.random.default_rng(seed)
   kept, held = dirichlet.stratified_holdout(labels, 0.1, rng)
+  fields.check(batch <= len(kept), f'--batch={batch} is more than the {len(kept)} training '
+               f'images (90% of {d.name} {d.split}); use at most {len(kept)}')
   cfg = reefl_config.model_config(config)
   images = fit_images(images, cfg.image_size, cfg.in_chans)
   params = reefl_run.initial_params(config, cfg, jax.random.PRNGKey(seed))
@@ -88,14 +128,13 @@ def pretrain(config, out: str, *, epochs: int, lr: float, batch: int, seed: int 
       params, opt, loss = step(params, opt, jnp.asarray(images[idx]), jnp.asarray(labels[idx]))
       losses.append(loss)
     mean_loss = float(jnp.mean(jnp.stack(losses)))
-    if not np.isfinite(mean_loss):
-      raise ConfigError(f'pretraining diverged: the training loss is {mean_loss} in epoch '
-                        f'{epoch + 1}; lower the step size (lr={lr}); nothing was written')
+    if divergence.diverged(mean_loss, True, initial_loss(cfg)):
+      raise ConfigError(f'pretraining diverged: the training loss is {mean_loss:.4g} in epoch '
+                        f'{epoch + 1} (at initialisation about {initial_loss(cfg):.3g}); lower '
+                        f'the step size (lr={lr}); nothing was written')
     acc = held_out_accuracy(params)
     if progress is not None:
       progress(epoch + 1, mean_loss, acc)
-  if not epochs:
-    acc = held_out_accuracy(params)
   backbone = {k: np.asarray(v) for k, v in flatten(params).items() if pretrained.is_backbone(k)}
   np.savez(out, **backbone)
   return acc

@@ -32,7 +32,8 @@ from mg.data import dirichlet
 from mg.harness import checkpoint as checkpoint_lib
 from mg.harness import divergence
 from mg.harness import session as session_lib
-from mg.models import exit_heads, vit
+from mg.errors import ConfigError
+from mg.models import exit_heads, pretrained, vit
 from mg.reefl import config as reefl_config
 from mg.reefl import methods as reefl_methods
 from mg.reefl import report as reefl_report
@@ -103,12 +104,14 @@ def load_data(config):
 
   ``data`` = (training images, labels, test images, labels, validation images,
   labels) on the device; ``clients`` the training clients (``reefl.ClientData``).
+  Raises ``ConfigError`` for a ``fl.batch_size`` larger than every client.
   """
   d = config.data
   split = dirichlet.client_split(
       name=d.name, source=d.source, folder=d.dir, split=d.split, test=d.test,
       test_fraction=d.test_fraction, num_clients=d.num_clients, alpha=d.alpha,
       seed=config.seed, num_validation_clients=d.num_validation_clients)
+  reefl_config.check_clients(config, split)
   data = tuple(jnp.asarray(a) for a in (split.train_images, split.train_labels,
                                         split.test_images, split.test_labels,
                                         *split.validation_set()))
@@ -131,7 +134,6 @@ def describe(split: dirichlet.ClientSplit, alpha: float) -> dict:
 def initial_params(config, cfg: vit.ViTConfig, key):
   params = _init(key, cfg)
   if config.model.init_checkpoint:
-    from mg.models import pretrained  # pylint: disable=g-import-not-at-top
     params = pretrained.load_backbone(config.model.init_checkpoint, params, cfg)
   return params
 
@@ -182,7 +184,6 @@ def _baseline(config, method, regime, seed, clients, programs, hp: early_exit.Hp
     cfg = cfg._replace(lora_rank=config.model.lora_rank, lora_alpha=config.model.lora_alpha)
   params = _heads_init(jax.random.PRNGKey(seed), cfg)
   if config.model.init_checkpoint:
-    from mg.models import pretrained  # pylint: disable=g-import-not-at-top
     params = pretrained.load_backbone(config.model.init_checkpoint, params, cfg)
   scope = None if programs is None else programs.setdefault('baselines', {})
   alg, spec = baselines.build(method, cfg, params, regime=regime, batch_size=fl.batch_size,
@@ -367,9 +368,16 @@ OUTPUTS = ('metrics.jsonl', 'results.json', 'results.md', 'curves.png', 'exits.p
 
 
 def check_backbone(config) -> None:
-  """Reads ``model.init_checkpoint`` into the model once, before the workdir is touched."""
+  """Reads ``model.init_checkpoint`` into the model once, before the workdir is touched.
+
+  Raises:
+    ConfigError: the file holds no backbone for this model, with the reason.
+  """
   if config.model.init_checkpoint:
-    initial_params(config, reefl_config.reefl_config.model_config(config), jax.random.PRNGKey(config.seed))
+    try:
+      initial_params(config, reefl_config.model_config(config), jax.random.PRNGKey(config.seed))
+    except pretrained.BackboneError as e:
+      raise ConfigError(f'model.init_checkpoint: {e}') from e
 
 
 def run(config, workdir: str, programs: dict | None = None) -> dict:

@@ -2,6 +2,7 @@
 
 import collections
 import io
+import os
 import pickle
 import sys
 import types
@@ -205,9 +206,97 @@ def test_pretrain_writes_a_backbone_the_federated_model_loads(tmp_path):
     for k, v in heads.items():
       want = z[k] if k in z.files else flatten(heads_init)[k]
       np.testing.assert_array_equal(v, want)
-  with pytest.raises(ConfigError, match='pretraining diverged'):
-    pretrain.pretrain(config, str(tmp_path / 'nan.npz'), epochs=1, lr=1e30, batch=64)
-  assert not (tmp_path / 'nan.npz').exists()
+  # A finite loss far above the loss at initialisation diverges too (an absolute bound:
+  # this run explodes within its first epoch): nothing is written.
+  with pytest.raises(ConfigError, match=r'pretraining diverged: the training loss is '
+                     r'\d\.\d+e\+1\d in epoch 1 \(at initialisation about 4.61\)'):
+    pretrain.pretrain(config, str(tmp_path / 'blown.npz'), epochs=1, lr=1e6, batch=128)
+  assert not (tmp_path / 'blown.npz').exists()
   config.model.init_checkpoint = str(tmp_path / 'missing.npz')
   with pytest.raises(ConfigError, match='missing.npz.* is not a file'):
     reefl_config.validate(config)
+
+
+def _npz(path, arrays):
+  np.savez(path, **arrays)
+  return str(path)
+
+
+def _bad_backbones(tmp_path, cfg):
+  """``{case: (file, the reason its message gives)}``: every kind of file that holds no
+  backbone of the model ``cfg``."""
+  from mg.models.tree_paths import flatten  # pylint: disable=g-import-not-at-top
+  good = {k: np.asarray(v) for k, v in flatten(vit.init(jax.random.PRNGKey(3), cfg)).items()
+          if pretrained.is_backbone(k)}
+  pth = tmp_path / 'good.pth'
+  write_pth(str(pth), _deit_state(cfg, np.random.default_rng(0)))
+  npz = _npz(tmp_path / 'good.npz', good)
+  files = {}
+  (tmp_path / 'empty.pth').write_bytes(b'')
+  files['empty pth'] = (str(tmp_path / 'empty.pth'), 'not a PyTorch zip-format checkpoint')
+  (tmp_path / 'cut.pth').write_bytes(pth.read_bytes()[:len(pth.read_bytes()) // 2])
+  files['truncated pth'] = (str(tmp_path / 'cut.pth'), 'not a PyTorch zip-format checkpoint')
+  evil = tmp_path / 'evil.pth'
+  with zipfile.ZipFile(evil, 'w') as z:
+    z.writestr('archive/data.pkl', pickle.dumps(_Evil(), protocol=2))
+  files['forbidden global'] = (str(evil), 'holds no state dict (its pickle names __builtin__.print')
+  missing_deit = tmp_path / 'short.pth'
+  write_pth(str(missing_deit), {'cls_token': np.zeros((1, 1, cfg.dim), np.float32)})
+  files['not a DeiT'] = (str(missing_deit), "lacks the tensor 'patch_embed.proj.weight'")
+  (tmp_path / 'empty.npz').write_bytes(b'')
+  files['empty npz'] = (str(tmp_path / 'empty.npz'), 'is not a readable .npz backbone')
+  with open(npz, 'rb') as f:
+    (tmp_path / 'cut.npz').write_bytes(f.read()[:200])
+  files['truncated npz'] = (str(tmp_path / 'cut.npz'), 'is not a readable .npz backbone')
+  files['unrelated keys'] = (_npz(tmp_path / 'other.npz', dict(good, weights=np.zeros(3))),
+                             'weights has no place in this model')
+  files['object arrays'] = (_npz(tmp_path / 'objects.npz', dict(
+      good, cls=np.array([None, 1], dtype=object))), 'holds Python objects')
+  files['empty state dict'] = (_npz(tmp_path / 'nothing.npz', {}), 'lacks')
+  files['wrong shape'] = (_npz(tmp_path / 'shape.npz', dict(good, cls=np.zeros(cfg.dim + 1))),
+                          f'cls is ({cfg.dim + 1},), the model needs ({cfg.dim},)')
+  files['missing key'] = (_npz(tmp_path / 'missing.npz', {k: v for k, v in good.items()
+                                                          if k != 'pos'}), 'e.g. pos')
+  return files
+
+
+def test_every_bad_backbone_file_is_one_line_before_the_workdir_is_touched(tmp_path):
+  from configs.reefl import test as reefl_test  # pylint: disable=g-import-not-at-top
+  from mg.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  from mg.reefl import config as reefl_config  # pylint: disable=g-import-not-at-top
+  from mg.reefl import run as reefl_run  # pylint: disable=g-import-not-at-top
+  config = reefl_test.get_config()
+  bad = _bad_backbones(tmp_path, reefl_config.model_config(config))
+  for case, (path, reason) in bad.items():
+    config.model.init_checkpoint = path
+    with pytest.raises(ConfigError) as error:
+      reefl_run.check_backbone(config)
+    message = str(error.value)
+    assert message.startswith(f'model.init_checkpoint: {path}'), (case, message)
+    assert reason in message and '\n' not in message, (case, message)
+
+
+@pytest.mark.parametrize('flags, message', [
+    (dict(epochs=-1), '--epochs=-1: expected an integer >= 1'),
+    (dict(batch=0), '--batch=0: expected an integer >= 1'),
+    (dict(batch=100000), '--batch=100000 is more than the 1618 training images'),
+    (dict(lr=-1.0), '--lr=-1.0: expected a number > 0'),
+    (dict(out='missing/backbone.npz'), 'its folder .*missing does not exist'),
+    (dict(out='.'), r'--out=\.: expected a .npz file'),
+    (dict(depth=3), 'model.depth=3 is not a multiple of model.num_exits=2'),
+    (dict(system='metagater'), "system='metagater': expected a ReeFL config"),
+])
+def test_pretraining_refuses_bad_flags_and_configs_before_any_work(tmp_path, monkeypatch,
+                                                                   flags, message):
+  from configs.reefl import test as reefl_test  # pylint: disable=g-import-not-at-top
+  from mg.reefl import pretrain  # pylint: disable=g-import-not-at-top
+  config = reefl_test.get_config()
+  if 'depth' in flags:
+    config.model.depth = flags.pop('depth')
+  if 'system' in flags:
+    config.system = flags.pop('system')
+  monkeypatch.chdir(tmp_path)
+  args = {**dict(out='backbone.npz', epochs=1, lr=1e-3, batch=64), **flags}
+  with pytest.raises(ConfigError, match=message):
+    pretrain.pretrain(config, args.pop('out'), **args)
+  assert os.listdir(tmp_path) == []

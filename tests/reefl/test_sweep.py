@@ -83,9 +83,12 @@ def test_shared_field_the_config_overrides_for_the_method_is_refused():
 
 def test_every_sweepable_field_reaches_its_method():
   config = reefl_test.get_config()
+  config.baselines.scalefl_widths = (0.5, 1.0)  # ScaleFL's own lists are for 4 or 12 exits
   for method, fields in reefl_sweep.FAMILY.fields.items():
     for field in fields:
-      members = reefl_sweep.members(_grid(method, field, [0.125, 0.25]), config)
+      # min_lr stays below every lr (a schedule decays from lr to min_lr).
+      values = [0.0125, 0.025] if field.endswith('min_lr') else [0.125, 0.25]
+      members = reefl_sweep.members(_grid(method, field, values), config)
       runs = [reefl_methods.settings(method, reefl_sweep.spec_lib.member_config(config, m))
               for m in members]
       assert runs[0] != runs[1], (method, field)
@@ -184,11 +187,17 @@ def test_sweep_end_to_end_reuses_programs_and_resumes(tmp_path, capsys, reefl_pr
   assert all(p._cache_size() == 1 for p in compiled.values())
   for name in ('sweep.json', 'sweep.md', 'members.jsonl', 'metrics.jsonl', 'config.json'):
     assert (tmp_path / name).exists(), name
-  # Rerunning keeps the finished members: nothing trains again.
+  # Rerunning keeps the finished members: nothing trains again. It resumes from its
+  # checkpoint, so a members.jsonl cut mid-line (a kill while writing) is no matter:
+  # it is written whole again.
+  with open(tmp_path / 'members.jsonl', 'a') as f:
+    f.write('{"member": "reefl(per_me')
   capsys.readouterr()
   again = reefl_sweep.run_sweep(config, members, str(tmp_path))
   assert '[1/2]' not in capsys.readouterr().out
   assert json.dumps(again['rows']) == json.dumps(rows)
+  written = (tmp_path / 'members.jsonl').read_text().splitlines()
+  assert [json.loads(line) for line in written] == rows
 
 
 @pytest.mark.parametrize('name', ['mnist', 'cifar10'])
