@@ -7,11 +7,14 @@ stopped by SIGTERM (it saves and exits 143), resumed and stopped again by
 SIGKILL (it dies at once, after logging rounds past its last checkpoint), then
 resumed to the end: its results must equal an uninterrupted run's, timing fields
 aside, and ``metrics.jsonl`` must hold each (method, round) exactly once, with the
-reference's records. The reference runs in this process on the session's
-compiled programs; its logged losses may differ from a fresh process's in the
-last float32 bit, so records are compared to a relative 1e-6.
+reference's records. The references run in this process on the session's
+compiled programs; their logged losses may differ from a fresh process's in the
+last float32 bit, so records are compared to a relative 1e-6. The sweep's
+commands run in a thread alongside the run's: each command is mostly one busy
+core.
 """
 
+import concurrent.futures
 import json
 import os
 import signal
@@ -23,6 +26,7 @@ import pytest
 from data_helpers import ROOT, checkpoint_steps, compared, config_with
 
 from configs.reefl import test as reefl_test
+from mg.errors import ConfigError
 from mg.reefl import run as reefl_run
 from mg.reefl import sweep as reefl_sweep
 from mg.sweep import spec
@@ -129,10 +133,20 @@ def _killed_then_resumed(env, args, workdir):
   assert 'resuming from checkpoint' in proc.stdout
 
 
+@pytest.fixture(scope='module')
+def killed_sweep(env, sweep_args, tmp_path_factory):
+  """The sweep's kill-and-resume sequence, started first so that it runs alongside the
+  run's (each of its commands is mostly one busy core): ``(workdir, future)``."""
+  workdir = tmp_path_factory.mktemp('sweep') / 'killed'
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    yield workdir, pool.submit(_killed_then_resumed, env, sweep_args, workdir)
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
-def test_killed_reefl_run_resumes_to_the_uninterrupted_results(env, tmp_path,
-                                                               reefl_programs):
+def test_killed_reefl_run_resumes_to_the_uninterrupted_results(env, tmp_path, reefl_programs,
+                                                               killed_sweep):
+  del killed_sweep  # started now, checked by the sweep's test
   reference = tmp_path / 'reference'
   reefl_run.run(config_with(reefl_test.get_config(), **FIELDS), str(reference),
                 programs=reefl_programs)
@@ -147,15 +161,15 @@ def test_killed_reefl_run_resumes_to_the_uninterrupted_results(env, tmp_path,
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
-def test_killed_reefl_sweep_resumes_to_the_uninterrupted_results(env, sweep_args, tmp_path,
-                                                                 reefl_programs):
+def test_killed_reefl_sweep_resumes_to_the_uninterrupted_results(sweep_args, tmp_path,
+                                                                 reefl_programs, killed_sweep):
   reference = tmp_path / 'reference'
   config = config_with(reefl_test.get_config(), **{'fl.rounds': 5, 'checkpoint_every': 2})
   members = reefl_sweep.members(spec.load(sweep_args[-1].split('=', 1)[1]), config)
   reefl_sweep.run_sweep(config, members, str(reference), title='sweep two_members of test',
                         programs=reefl_programs)
-  workdir = tmp_path / 'killed'
-  _killed_then_resumed(env, sweep_args, workdir)
+  workdir, future = killed_sweep
+  future.result(timeout=900)
   doc = json.loads((workdir / 'sweep.json').read_text())
   assert len(doc['resumes']) == 2
   assert _compared(doc) == _compared(json.loads((reference / 'sweep.json').read_text()))
@@ -164,7 +178,6 @@ def test_killed_reefl_sweep_resumes_to_the_uninterrupted_results(env, sweep_args
   assert [r['member'] for r in rows] == [r['member'] for r in doc['rows']]
   # A run is refused in the sweep's workdir, naming the difference; nothing changes.
   before = (workdir / 'metrics.jsonl').read_text()
-  proc = subprocess.run(_command(RUN, workdir), cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=600)
-  assert proc.returncode == 1 and 'it holds a sweep, not a run' in proc.stderr, proc.stderr
-  assert proc.stderr.count('\n') == 1 and (workdir / 'metrics.jsonl').read_text() == before
+  with pytest.raises(ConfigError, match='it holds a sweep, not a run'):
+    reefl_run.run(config_with(reefl_test.get_config(), **FIELDS), str(workdir))
+  assert (workdir / 'metrics.jsonl').read_text() == before
