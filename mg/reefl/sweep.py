@@ -116,53 +116,66 @@ def overrides(method: str, hparams: dict, fields: Sequence[str]) -> dict:
           if f'per_method.{method}.{key}' in fields or shared in fields}
 
 
+def _exits(values) -> str:
+  return ' / '.join(report.percent(v) for v in values)
+
+
+# sweep.md's tables (``mg.report.tables`` columns): a row that diverged reads
+# 'diverged' in its metric cells; the member table gives the round as well.
+_MEMBERS = (
+    ('Member', lambda r, m: r['member'], False),
+    ('Validation, mean (%)', lambda r, m: (
+        f"diverged (round {r['diverged_round']})" if r['diverged']
+        else report.percent(r['validation_accuracy_mean'])), False),
+    ('Validation per exit (%)', lambda r, m: _exits(r['validation_exit_accuracy']), True),
+    ('Test, mean (%)', lambda r, m: report.percent(r['accuracy']), True),
+    ('Test per exit (%)', lambda r, m: _exits(r['exit_accuracy']), True),
+    ('Train time (s)', lambda r, m: f"{r['train_time_s']:.0f}", True),
+)
+
+
+def _best_columns(fields: Sequence[str]) -> tuple:
+  def settings(b, m):
+    if b.get('hparams') is None:
+      return 'every configuration diverged'
+    return ', '.join(f"{k.rsplit('.', 1)[-1]}={v:g}" for k, v in b['hparams'].items()
+                     if k.startswith('per_method.'))
+  return (
+      ('Method', lambda b, m: report.display_name(b['method']), False),
+      ('Configurations', lambda b, m: str(b['tried']), False),
+      ('Settings', settings, False),
+      ('Seeds', lambda b, m: str(len(b['seeds'])), True),
+      ('Validation, mean over exits (%)', lambda b, m: report.percent_pm(
+          b['validation_accuracy_mean'], b['validation_accuracy_std']), True),
+      ('Test, mean over exits (%)', lambda b, m: report.percent_pm(
+          b['accuracy_mean'], b['accuracy_std']), True),
+      ('Overrides', lambda b, m: ' '.join(
+          f'`--config.{k}={v:g}`' for k, v in overrides(b['method'], b['hparams'],
+                                                          fields).items()), True),
+  )
+
+
 def markdown(rows: Sequence[dict], best: dict, title: str, fields: Sequence[str]) -> str:
   """``sweep.md``: the best configuration per method, then every member.
 
   ``fields``: the swept fields; the overrides that run a best configuration set them.
   """
-  pct = report.percent
   tried: dict = {}
   for r in rows:
     tried.setdefault(r['method'], set()).add(results_lib.configuration(r))
-  lines = [f'# {title}', '', '## Best configuration per method (chosen on validation)', '',
-           '| Method | Configurations | Settings | Seeds | Validation, mean over exits (%) '
-           '| Test, mean over exits (%) | Overrides |', '|---|---:|---|---:|---:|---:|---|']
-  for method in tried:
-    if method not in best:
-      lines.append(f'| {method} | {len(tried[method])} | every configuration diverged '
-                   '| | | | |')
-      continue
-    b = best[method]
-    own = {k: v for k, v in b['hparams'].items() if k.startswith('per_method.')}
-    lines.append(
-        f"| {method} | {len(tried[method])} | "
-        + ', '.join(f"{k.rsplit('.', 1)[-1]}={v:g}" for k, v in own.items())
-        + f" | {len(b['seeds'])} | "
-        + report.percent_pm(b['validation_accuracy_mean'], b['validation_accuracy_std'])
-        + f" | {report.percent_pm(b['accuracy_mean'], b['accuracy_std'])} | "
-        + ' '.join(f'`--config.{k}={v:g}`'
-                   for k, v in overrides(method, b['hparams'], fields).items()) + ' |')
-  lines += ['', '## Every member', '',
-            '| Member | Validation, mean (%) | Validation per exit (%) | Test, mean (%) '
-            '| Test per exit (%) | Train time (s) |', '|---|---:|---|---:|---|---:|']
+  chosen = [dict(best[m], tried=len(c)) if m in best
+            else dict(method=m, tried=len(c), diverged=True) for m, c in tried.items()]
   ordered = sorted(rows, key=lambda r: (r['method'], r['diverged'],
                                         -(r['validation_accuracy_mean'] or 0.0)))
-  for r in ordered:
-    if r['diverged']:
-      lines.append(f"| {r['member']} | diverged (round {r['diverged_round']}) | | | | |")
-      continue
-    lines.append(
-        f"| {r['member']} | {pct(r['validation_accuracy_mean'])} | "
-        + ' / '.join(pct(v) for v in r['validation_exit_accuracy'])
-        + f" | {pct(r['accuracy'])} | " + ' / '.join(pct(v) for v in r['exit_accuracy'])
-        + f" | {r['train_time_s']:.0f} |")
-  lines += ['', 'Accuracy of the global model after the last round, mean over exits; '
-            'validation: the validation clients (never trained on), test: the global test '
-            'split. The best configuration of a method is the one with the highest mean '
-            'validation accuracy over its seeds (mean ± std over seeds); the test accuracy '
-            'is shown, never used to choose. Configurations: how many each method tried.']
-  return '\n'.join(lines) + '\n'
+  return '\n'.join([
+      f'# {title}', '', '## Best configuration per method (chosen on validation)', '',
+      report.markdown_table(chosen, _best_columns(fields)), '', '## Every member', '',
+      report.markdown_table(ordered, _MEMBERS), '',
+      'Accuracy of the global model after the last round, mean over exits; validation: the '
+      'validation clients (never trained on), test: the global test split. The best '
+      'configuration of a method is the one with the highest mean validation accuracy over '
+      'its seeds (mean ± std over seeds); the test accuracy is shown, never used to choose. '
+      'Configurations: how many each method tried.']) + '\n'
 
 
 def write(workdir: str, rows: Sequence[dict], fields: Sequence[str], *, title: str,

@@ -34,6 +34,7 @@ import numpy as np
 
 from mg import report
 from mg.report import serialize
+from mg.metagater import methods  # noqa: F401  (registers the display names)
 from mg.report.tables import display_name
 from mg.sweep.results import best_per_method, configuration, summaries
 
@@ -75,61 +76,72 @@ def _value(value) -> str:
   return f'{value:g}' if isinstance(value, float) else str(value)
 
 
+def _own_settings(b) -> str:
+  if b.get('hparams') is None:
+    return 'every configuration diverged'
+  return ', '.join(f'{k.rsplit(".", 1)[-1]}={_value(v)}'
+                   for k, v in b['hparams'].items() if k.startswith('per_method.'))
+
+
+# sweep.md's tables (``mg.report.tables`` columns): a diverged row reads 'diverged'
+# in its metric cells; a member gives its round and stage as well.
+_BEST = (
+    ('Method', lambda b, m: display_name(b['method']), False),
+    ('Configurations', lambda b, m: str(b['tried']), False),
+    ('Own settings', lambda b, m: _own_settings(b), False),
+    ('Seeds', lambda b, m: str(len(b['seeds'])), True),
+    ('Validation accuracy (%)', lambda b, m: report.percent_pm(
+        b['validation_accuracy_mean'], b['validation_accuracy_std']), True),
+    ('Target accuracy (%)', lambda b, m: report.percent_pm(b['accuracy_mean'],
+                                                           b['accuracy_std']), True),
+    ('Sparsity, validation (%)', lambda b, m: report.percent(b['validation_sparsity_mean']),
+     True),
+)
+
+
+def _diverged_at(r) -> str:
+  stage = f", {r['diverged_stage']}" if r.get('diverged_stage') else ''
+  return f"diverged (round {r['diverged_round']}{stage})"
+
+
+def _member_columns(hp_fields: Sequence[str]) -> tuple:
+  return (
+      (('Method', lambda r, m: display_name(r['method']), False),)
+      + tuple((f, lambda r, m, f=f: _value(r['hparams'].get(f, '—')), False)
+              for f in hp_fields)
+      + (('seed', lambda r, m: str(r['seed']), False),
+         ('Validation accuracy (%)', lambda r, m: _diverged_at(r) if r['diverged']
+          else report.percent(r['validation_accuracy_mean']), False),
+         ('Target accuracy (%)', lambda r, m: report.percent(r['accuracy']), True),
+         ('Sparsity (%)', lambda r, m: report.percent(r['sparsity']), True)))
+
+
 def markdown(rows: Sequence[dict], best: dict, fields: Sequence[str], title: str,
              matched: dict | None = None) -> str:
   """``sweep.md``: best configurations, then every row sorted by validation accuracy."""
-  hp_fields = [f for f in fields if f != 'seed']
-  counts = {}
-  for summary in summaries(rows) + [dict(method=r['method']) for r in rows if r['diverged']]:
-    counts.setdefault(summary['method'], set())
+  tried = {}
   for r in rows:
-    counts[r['method']].add(configuration(r))
+    tried.setdefault(r['method'], set()).add(configuration(r))
+  chosen = [dict(b, tried=len(tried[m])) for m, b in best.items()]
+  chosen += [dict(method=m, tried=len(tried[m]), diverged=True)
+             for m in sorted(set(tried) - set(best))]
   lines = [f'# {title}', '', '## Best configuration per method (chosen on validation)', '',
-           '| Method | Configurations | Own settings | Seeds | Validation accuracy (%) | '
-           'Target accuracy (%) | Sparsity, validation (%) |',
-           '|---|---:|---|---:|---:|---:|---:|']
-  for method, b in best.items():
-    settings = ', '.join(f'{k.rsplit(".", 1)[-1]}={_value(v)}'
-                         for k, v in b['hparams'].items() if k.startswith('per_method.'))
-    lines.append(f"| {display_name(method)} | {len(counts[method])} | {settings} | "
-                 f"{len(b['seeds'])} | "
-                 f"{100 * b['validation_accuracy_mean']:.2f} ± "
-                 f"{100 * b['validation_accuracy_std']:.2f} | "
-                 f"{100 * b['accuracy_mean']:.2f} ± {100 * b['accuracy_std']:.2f} | "
-                 f"{_percent(b['validation_sparsity_mean'])} |")
-  missing = sorted({r['method'] for r in rows} - set(best))
-  for method in missing:
-    lines.append(f'| {display_name(method)} | {len(counts[method])} | every configuration '
-                 'diverged | | | | |')
+           report.markdown_table(chosen, _BEST)]
   if matched:
-    settings = ', '.join(f'{k.rsplit(".", 1)[-1]}={_value(v)}'
-                         for k, v in matched['hparams'].items() if k.startswith('per_method.'))
     status = ('within' if matched['within_tolerance'] else 'none within; nearest to')
     lines += ['', '## MetaGater (alpha_t = 1) at matched sparsity', '',
               f"MetaGater's best configuration has {_percent(matched['reference_sparsity'])}% "
               f"channel sparsity on the validation tasks; of the alpha_t = 1 configurations "
               f"{status} ±{100 * matched['tolerance']:.0f} points of it, the best on "
-              f"validation: {settings}: validation accuracy "
+              f"validation: {_own_settings(matched)}: validation accuracy "
               f"{100 * matched['validation_accuracy_mean']:.2f}%, target accuracy "
               f"{100 * matched['accuracy_mean']:.2f}%, sparsity "
               f"{_percent(matched['validation_sparsity_mean'])}%."]
-  lines += ['', '## Every member', '',
-            '| Method | ' + ' | '.join(hp_fields) + ' | seed | Validation accuracy (%) | '
-            'Target accuracy (%) | Sparsity (%) |',
-            '|---|' + '---:|' * (len(hp_fields) + 4)]
   ordered = sorted(rows, key=lambda r: (r['method'], r['diverged'],
                                         -(r['validation_accuracy_mean'] or 0.0)))
-  for r in ordered:
-    values = [_value(r['hparams'].get(f, '—')) for f in hp_fields]
-    if r['diverged']:
-      stage = f", {r['diverged_stage']}" if r.get('diverged_stage') else ''
-      scores = [f"diverged (round {r['diverged_round']}{stage})", '—', '—']
-    else:
-      scores = [_percent(r['validation_accuracy_mean']), _percent(r['accuracy']),
-                _percent(r['sparsity'])]
-    lines.append('| ' + ' | '.join([display_name(r['method']), *values, str(r['seed']),
-                                    *scores]) + ' |')
-  lines += ['', 'Validation / target accuracy: mean query accuracy over the validation / '
+  lines += ['', '## Every member', '',
+            report.markdown_table(ordered, _member_columns([f for f in fields if f != 'seed'])),
+            '', 'Validation / target accuracy: mean query accuracy over the validation / '
             'target tasks after fast adaptation, at the last round (best: mean ± std over '
             'seeds). Configurations are chosen on validation accuracy only; target accuracy '
             'is shown, never used to choose. Configurations: how many each method tried.']
