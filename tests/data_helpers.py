@@ -44,18 +44,18 @@ def checkpoint_steps(workdir) -> list:
   return sorted(int(p) for p in os.listdir(folder) if p.isdigit()) if os.path.isdir(folder) else []
 
 
-def session_restored(config, workdir, kind='run'):
-  """Holds ``workdir`` as the harness does for ``config`` and lets go; returns what a
-  run would resume from (raises what the harness refuses with)."""
+def session_restored(config, workdir, kind='run', accept=False):
+  """Holds ``workdir`` as the harness does for ``config`` (accepting the work, without
+  training, if ``accept``) and lets go; returns what a run would resume from (raises
+  what the harness refuses with)."""
   from mg.harness import session  # pylint: disable=import-outside-toplevel
   from mg.metagater import run  # pylint: disable=import-outside-toplevel
   with session.Session(config, str(workdir), kind=kind, outputs=run.OUTPUTS) as s:
+    if accept:
+      s.accept()
     return s.restored
 
 
 def session_accepted(config, workdir, kind='run'):
   """Holds ``workdir`` for ``config`` and accepts the work (no training)."""
-  from mg.harness import session  # pylint: disable=import-outside-toplevel
-  from mg.metagater import run  # pylint: disable=import-outside-toplevel
-  with session.Session(config, str(workdir), kind=kind, outputs=run.OUTPUTS) as s:
-    s.accept()
+  session_restored(config, workdir, kind, accept=True)

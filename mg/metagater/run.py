@@ -57,6 +57,7 @@ import jax
 import numpy as np
 
 from mg.harness import checkpoint as ckpt_lib
+from mg.harness import divergence
 from mg.metagater import config as config_lib
 from mg import data as data_lib
 from mg.metagater import methods as methods_lib
@@ -428,7 +429,7 @@ def run_repeat(config, runners, fed, repeat, log, ledger=None, save=None,
 
 _STAGE_REASONS = {
     'training': 'non-finite loss or parameters, or a loss above '
-                f'{train_lib.LOSS_BOUND:g} x the first round\'s',
+                f'{divergence.LOSS_BOUND:g} x the first round\'s',
     'adaptation': 'non-finite parameters after fast adaptation at a target',
     'evaluation': 'non-finite logits at a target evaluation',
 }

@@ -2,7 +2,7 @@
 
 The loop around a compiled ``round`` (``mg.federated.make_round``): per-round
 keys from ``fold_in(key, t)``, a divergence guard (a non-finite loss or
-parameter, a loss above ``LOSS_BOUND`` times the first round's, or non-finite
+parameter, a loss above ``mg.harness.divergence.LOSS_BOUND`` times the first round's, or non-finite
 adapted parameters or logits at a target evaluation stop the method and mark
 it diverged, with the stage and round), a target evaluation every
 ``eval_every`` rounds (the convergence curves of the paper's Fig. 4), and
@@ -26,9 +26,6 @@ from mg.metagater import adapt
 from mg import models
 from mg.federated import local
 from mg.harness import divergence
-
-LOSS_BOUND = divergence.LOSS_BOUND
-
 
 class TargetScores(NamedTuple):
   """Per-target results of fast adaptation (numpy arrays over targets).
@@ -191,7 +188,7 @@ def train(method, state, round_fn, data, key, *, rounds, eval_every,
     A ``TrainResult``; on divergence the state is the last good one and
     ``diverged_round`` / ``diverged_stage`` say which round failed and where:
     ``'training'`` (a non-finite loss or parameter, or a loss above
-    ``LOSS_BOUND`` times the first round's), ``'adaptation'`` or
+    ``divergence.LOSS_BOUND`` times the first round's), ``'adaptation'`` or
     ``'evaluation'`` (non-finite adapted parameters or logits at a target).
   """
   progress = resume if resume is not None else fresh(state)

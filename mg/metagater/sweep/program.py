@@ -20,7 +20,7 @@ both over a leading member axis with ``jax.vmap``:
   diverged and touches no other member. The evaluations record whether each
   target's adapted parameters and logits were finite, so ``mg.metagater.sweep.runner``
   applies the single run's other divergence rules (non-finite adaptation or
-  evaluation, a loss above ``mg.metagater.train.LOSS_BOUND`` times the first round's);
+  evaluation, a loss above ``mg.harness.divergence.LOSS_BOUND`` times the first round's);
 * after the last round every member is also adapted and scored on the
   validation tasks, exactly as on the targets (with its own evaluation key):
   the score a sweep ranks configurations by (``mg.sweep.results``).

@@ -68,10 +68,6 @@ def matched_sparsity(rows: Sequence[dict], best: dict, reference: str = 'metagat
               tolerance=MATCH_TOLERANCE, within_tolerance=bool(within))
 
 
-def _percent(value) -> str:
-  return '—' if value is None else f'{100.0 * value:.2f}'
-
-
 def _value(value) -> str:
   return f'{value:g}' if isinstance(value, float) else str(value)
 
@@ -130,13 +126,13 @@ def markdown(rows: Sequence[dict], best: dict, fields: Sequence[str], title: str
   if matched:
     status = ('within' if matched['within_tolerance'] else 'none within; nearest to')
     lines += ['', '## MetaGater (alpha_t = 1) at matched sparsity', '',
-              f"MetaGater's best configuration has {_percent(matched['reference_sparsity'])}% "
+              f"MetaGater's best configuration has {report.percent(matched['reference_sparsity'])}% "
               f"channel sparsity on the validation tasks; of the alpha_t = 1 configurations "
               f"{status} ±{100 * matched['tolerance']:.0f} points of it, the best on "
               f"validation: {_own_settings(matched)}: validation accuracy "
               f"{100 * matched['validation_accuracy_mean']:.2f}%, target accuracy "
               f"{100 * matched['accuracy_mean']:.2f}%, sparsity "
-              f"{_percent(matched['validation_sparsity_mean'])}%."]
+              f"{report.percent(matched['validation_sparsity_mean'])}%."]
   ordered = sorted(rows, key=lambda r: (r['method'], r['diverged'],
                                         -(r['validation_accuracy_mean'] or 0.0)))
   lines += ['', '## Every member', '',

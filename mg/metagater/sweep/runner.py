@@ -21,8 +21,8 @@ from mg import data as data_lib
 from mg.metagater import methods as methods_lib
 from mg import report
 from mg.metagater import run as run_lib
-from mg.metagater import train as train_lib
 from mg.harness import checkpoint as ckpt_lib
+from mg.harness import divergence as divergence_lib
 from mg.harness import session as session_lib
 from mg.metagater.sweep import program as program_lib
 from mg.metagater.sweep import report as report_lib
@@ -136,7 +136,7 @@ def divergence(trace: program_lib.Trace, slot) -> tuple:
   """``(round, stage)`` of a member's first divergence, ``(0, None)`` if none.
 
   The single run's rules (``mg.metagater.train.train``): a non-finite loss or parameter,
-  or a loss above ``LOSS_BOUND`` times the first round's (``'training'``); non-
+  or a loss above ``mg.harness.divergence.LOSS_BOUND`` times the first round's (``'training'``); non-
   finite adapted parameters (``'adaptation'``) or logits (``'evaluation'``) at
   an evaluation round, or either on the validation tasks (``'validation'``).
   """
@@ -146,7 +146,7 @@ def divergence(trace: program_lib.Trace, slot) -> tuple:
     found.append((int(trace.diverged_round[g, m]), 'training'))
   losses = trace.losses[:, g, m]
   if np.isfinite(losses[0]):
-    above = np.flatnonzero(np.abs(losses) > train_lib.LOSS_BOUND
+    above = np.flatnonzero(np.abs(losses) > divergence_lib.LOSS_BOUND
                            * max(abs(float(losses[0])), 1e-12))
     if above.size:
       found.append((int(above[0]) + 1, 'training'))
