@@ -15,7 +15,9 @@ not depend on the pixels):
 * one row for a whole round (``section`` 'round'): ``fl.clients_per_round``
   clients of tiers ``i mod E`` one after another plus the float64 aggregation
   (``mg.reefl.algorithms.reefl.train_round``); its roofline is the round's steps at
-  the tier rows' step times.
+  the tier rows' step times. The round compiles its own per-tier programs, so
+  its ``compile`` column is how much longer a run's cold first round takes
+  than a later one.
 
 Rows have the fields of the MetaGater rows (``tasks_per_round`` = clients,
 ``local_steps`` = batches per client) plus ``tier``.
@@ -39,12 +41,12 @@ def _synthetic(key, count: int, shape, num_classes: int):
   return images, jax.random.randint(ky, (count,), 0, num_classes, jnp.int32)
 
 
-def _tier_step(cfg, tier: int, local, like):
-  """One jitted local step of a tier (loss, value_and_grad, clip, SGD)."""
+def _tier_step(cfg, tier: int, local):
+  """One jitted local step of a tier (loss, value_and_grad, clip, SGD) on stacked blocks."""
   mode = jnp.int32(reefl.KD_MODES.index(local.kd_mode))
 
   def loss_fn(trainable, frozen, x, y, w):
-    params = reefl.unflatten({**trainable, **frozen}, like)
+    params = vit.unflatten({**trainable, **frozen})
     logits = jnp.stack(vit.apply(params, x, cfg, tier))
     return reefl.local_loss(logits, y, w, jnp.zeros((tier + 1,)), 1.0, local, mode)[0]
 
@@ -82,7 +84,7 @@ def reefl_rows(config, time_row, client_images: int, print_row) -> tuple[list, s
   batch = (images[:fl.batch_size], labels[:fl.batch_size])
   key = jax.random.PRNGKey(2)
   programs = {}  # tier -> compiled local training, shared by the tier rows and the round
-  alg = reefl.reefl(cfg, params, regime=regime, local=local,
+  alg = reefl.reefl(cfg, regime=regime, local=local,
                     hp=reefl.Hparams(rounds=fl.rounds, lr=fl.lr, min_lr=fl.min_lr,
                                      kd_rounds=fl.kd_rounds), programs=programs)
   state = alg.init(params)
@@ -91,9 +93,8 @@ def reefl_rows(config, time_row, client_images: int, print_row) -> tuple[list, s
                 peak_memory_bytes=None, device_peak_bytes=None)
   rows, step_seconds, steps_of = [], {}, {}
   for tier in range(cfg.num_exits):
-    like = vit.tier_params(params, tier, cfg)
     shared = alg.broadcast(state, tier)
-    program = programs[tier] = reefl.make_local_train(cfg, tier, local, like, regime)
+    program = programs[tier] = reefl.make_local_train(cfg, tier, local)
     data = reefl.ClientData(jnp.arange(client_images, dtype=jnp.int32),
                             jnp.int32(client_images), tier)
     mode = jnp.int32(reefl.KD_MODES.index(kd_mode))
@@ -103,8 +104,9 @@ def reefl_rows(config, time_row, client_images: int, print_row) -> tuple[list, s
       return program(shared[0], shared[1], images, labels, data.index, data.count, k,
                      jnp.float32(fl.lr), jnp.float32(1.0), mode)
 
-    step = steps_of[tier] = _tier_step(cfg, tier, local, like)
-    t = time_row(one_client, None, None, key, step, (shared, batch, key), steps)
+    step = steps_of[tier] = _tier_step(cfg, tier, local)
+    stacked = (vit.stack(shared[0]), vit.stack(shared[1]))
+    t = time_row(one_client, None, None, key, step, (stacked, batch, key), steps)
     step_seconds[tier] = t['step']
     rows.append(_row(dict(common, section=f'tier{tier}'), t, model=f'vit-tier{tier}', tier=tier,
                      tasks=1, steps=steps))
@@ -114,13 +116,18 @@ def reefl_rows(config, time_row, client_images: int, print_row) -> tuple[list, s
                                   jnp.int32(client_images), i % cfg.num_exits, i)
                  for i in range(clients)]
 
+  cold = reefl.reefl(cfg, regime=regime, local=local, programs={},
+                     hp=reefl.Hparams(rounds=fl.rounds, lr=fl.lr, min_lr=fl.min_lr,
+                                      kd_rounds=fl.kd_rounds))
+
   def one_round(s, d, k):
     del d
-    return reefl.train_round(alg, s, client_list, images, labels, range(clients), k, 1)[0]
+    return reefl.train_round(cold, s, client_list, images, labels, range(clients), k, 1)[0]
 
   last = cfg.num_exits - 1
+  shared = alg.broadcast(state, last)
   t = time_row(one_round, state, None, key, steps_of[last],
-               (alg.broadcast(state, last), batch, key), steps)
+               ((vit.stack(shared[0]), vit.stack(shared[1])), batch, key), steps)
   t['step'] = (sum(step_seconds[c.tier] for c in client_list) / clients)
   rows.append(_row(dict(common, section='round'), t, model='vit-all-tiers', tier=None,
                    tasks=clients, steps=steps))

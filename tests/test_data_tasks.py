@@ -5,6 +5,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import mg.data
@@ -23,6 +24,43 @@ def test_task_arrays_pad_after_rows():
   np.testing.assert_array_equal(tasks.x[:, :, 0, 0, 0],
                                 [[4, 2, 0, 0], [10, 1, 6, 8]])
   assert tasks.y.dtype == np.int32 and tasks.count.dtype == np.int32
+
+
+
+def _cross_entropy(logits, labels, mask=None):
+  return mg.data.masked_mean(
+      optax.softmax_cross_entropy_with_integer_labels(logits, labels), mask)
+
+
+def _accuracy(logits, labels, mask=None):
+  correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+  return mg.data.masked_mean(correct, mask)
+
+
+def test_masked_mean_cross_entropy_and_accuracy():
+  logits = jnp.array([[0.0, 0.0, 0.0],
+                      [2.0, 0.0, 0.0],
+                      [0.0, 5.0, 0.0],
+                      [9.0, 9.0, 9.0]])
+  labels = jnp.array([0, 0, 2, 1])
+  weights = jnp.array([1.0, 1.0, 1.0, 0.0])
+  per_example = [np.log(3.0), np.log(np.exp(2.0) + 2.0) - 2.0,
+                 np.log(np.exp(5.0) + 2.0)]
+  np.testing.assert_allclose(_cross_entropy(logits, labels, weights),
+                             np.mean(per_example), rtol=1e-6)
+  # Argmax picks the first of ties: rows 0, 1 right, row 2 wrong.
+  np.testing.assert_allclose(_accuracy(logits, labels, weights), 2 / 3)
+  np.testing.assert_allclose(_accuracy(logits, labels), 2 / 4)
+
+
+def test_masked_mean_with_all_weights_zero():
+  logits = jnp.ones((3, 4))
+  labels = jnp.zeros(3, jnp.int32)
+  zeros = jnp.zeros(3)
+  assert float(_cross_entropy(logits, labels, zeros)) == 0.0
+  assert float(_accuracy(logits, labels, zeros)) == 0.0
+  grad = jax.grad(_cross_entropy)(logits, labels, zeros)
+  np.testing.assert_array_equal(grad, np.zeros((3, 4)))
 
 
 def test_select_tasks_inside_jit():

@@ -5,6 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from mg import models
@@ -149,6 +150,43 @@ def test_init_scales():
                jax.jit(model.init)(jax.random.key(0)))
 
 
+@pytest.mark.parametrize('name', models.NAMES)
+def test_init_statistics_of_every_leaf(name):
+  # Every kernel ~ N(0, gain / fan_in), untruncated: gain 2 (He) before a
+  # ReLU and in the gate's hidden layer, 1 (LeCun) for the classifier and the
+  # gate's output layer; biases 0, the gate's output bias OUT_BIAS_INIT.
+  model = models.build(name, input_shape=(16, 16, 3), num_classes=10,
+                       gated_layers=models.DEFAULT_GATED_LAYERS[name]
+                       + ('conv1',) * (name != 'mlp'))
+  params = model.init(jax.random.key(3))
+  expected = {}
+  for spec in model.layers:
+    expected[('theta', spec.name)] = 2.0 if spec.relu else 1.0
+    if spec.name in model.gated_layers:
+      expected[('phi', spec.name, 'hidden')] = 2.0
+      expected[('phi', spec.name, 'out')] = 1.0
+  seen = set()
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    keys = tuple(k.key for k in path)
+    leaf = np.asarray(leaf, np.float64)
+    if keys[-1] == 'bias':
+      want = (gating.OUT_BIAS_INIT if keys[0] == 'phi' and keys[-2] == 'out'
+              else 0.0)
+      np.testing.assert_array_equal(leaf, want, err_msg=str(keys))
+      continue
+    gain = expected[keys[:-1]]
+    seen.add(keys[:-1])
+    fan_in = np.prod(leaf.shape[:-1])
+    std, n = np.sqrt(gain / fan_in), leaf.size
+    # Four standard errors of the sample mean and of the sample std.
+    assert abs(leaf.mean()) < 4 * std / np.sqrt(n), keys
+    np.testing.assert_allclose(leaf.std(), std, rtol=4 / np.sqrt(2 * n),
+                               err_msg=str(keys))
+    if n >= 1000:  # untruncated: ~4.6% beyond two stds (0 if truncated there)
+      assert np.mean(np.abs(leaf) > 2 * std) > 0.02, keys
+  assert seen == set(expected)
+
+
 def test_gates_start_mostly_on():
   # Positive logit bias (gating.OUT_BIAS_INIT): the backbone trains first.
   model = _model('cnn7')
@@ -225,7 +263,8 @@ def test_straight_through_gradient_reaches_phi():
     logits, gates = model.apply({'theta': params['theta'], 'phi': phi}, x,
                                 key=jax.random.key(7),
                                 deterministic=deterministic)
-    return models.cross_entropy(logits, labels), gates
+    return optax.softmax_cross_entropy_with_integer_labels(
+        logits, labels).mean(), gates
 
   grad_fn = jax.jit(jax.value_and_grad(loss, has_aux=True),
                     static_argnums=1)

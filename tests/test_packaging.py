@@ -4,7 +4,10 @@ The prox/accelerate transforms are meant to be used from other projects, so the 
 install with plain pip from a clean venv and import from there, not from this checkout.
 """
 
+import ast
+import configparser
 import os
+import pathlib
 import re
 import shutil
 import site
@@ -79,3 +82,48 @@ def test_library_use_example_imports_mg_alone():
                          'mg.prox.group_lasso)'], cwd=ROOT, capture_output=True, text=True,
                         timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+# Distribution of each third-party module the library imports; torch only in an extra.
+DISTRIBUTIONS = {
+    'absl': 'absl-py', 'chex': 'chex', 'flax': 'flax', 'jax': 'jax',
+    'matplotlib': 'matplotlib', 'ml_collections': 'ml-collections', 'numpy': 'numpy',
+    'optax': 'optax', 'orbax': 'orbax-checkpoint', 'sklearn': 'scikit-learn',
+    'tensorflow_datasets': 'tensorflow-datasets', 'tqdm': 'tqdm',
+}
+EXTRAS = {'torch': 'torch'}
+LOCAL = {'mg', 'configs', 'experiments', 'data_helpers'}  # data_helpers: tests' own
+
+
+def _third_party_imports(folders) -> set:
+  names = set()
+  for folder in folders:
+    for path in pathlib.Path(ROOT, folder).rglob('*.py'):
+      for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+          names.update(alias.name.split('.')[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+          names.add(node.module.split('.')[0])
+  return names - set(sys.stdlib_module_names) - LOCAL
+
+
+def _requirement_names(lines) -> set:
+  return {re.split(r'[<>=\[; ]', line.strip())[0] for line in lines
+          if line.strip() and not line.strip().startswith('#')}
+
+
+def test_requirements_list_exactly_what_the_library_imports():
+  imported = _third_party_imports(['mg', 'experiments', 'configs'])
+  assert imported <= set(DISTRIBUTIONS) | set(EXTRAS), imported
+  wanted = {DISTRIBUTIONS[m] for m in imported - set(EXTRAS)}
+  with open(os.path.join(ROOT, 'requirements.txt')) as f:
+    assert _requirement_names(f) == wanted
+  cfg = configparser.ConfigParser()
+  cfg.read(os.path.join(ROOT, 'setup.cfg'))
+  assert _requirement_names(cfg['options']['install_requires'].splitlines()) == wanted
+  extras = cfg['options.extras_require']
+  assert _requirement_names(extras['torch'].splitlines()) == {EXTRAS[m] for m in EXTRAS}
+  # The tests need pytest, and scipy for their NumPy references.
+  test_imports = _third_party_imports(['tests']) - imported - set(EXTRAS)
+  assert {'pytest', 'scipy'} <= test_imports
+  assert _requirement_names(extras['test'].splitlines()) == test_imports

@@ -10,12 +10,12 @@ from mg.data.partition import Partition, describe, partition, row_bounds
 from mg.data.sources import Dataset, load
 from mg.data.specs import SPECS, DatasetSpec
 from mg.data.tasks import (FederatedData, TaskArrays, federated_arrays,
-                           select_tasks, task_arrays)
+                           masked_mean, select_tasks, task_arrays)
 
 __all__ = [
     'FIELDS', 'SOURCES', 'SPLITS', 'SPECS', 'DataError', 'Dataset',
     'DatasetSpec', 'FederatedData', 'Partition', 'TaskArrays', 'arrays_for', 'build',
     'info_of', 'load_checked', 'partition_for',
-    'describe', 'federated_arrays', 'load', 'num_validation', 'partition',
+    'describe', 'federated_arrays', 'load', 'masked_mean', 'num_validation', 'partition',
     'row_bounds', 'select_tasks', 'task_arrays', 'validate', 'validate_source',
 ]

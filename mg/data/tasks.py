@@ -9,6 +9,9 @@ task sizes (docs/design.md s.3, Algorithm 1 step 3).
 
 A meta-training node trains on all of its local data (its support and query
 samples together): only validation and target tasks need a held-out query.
+
+A loss or score over a padded task is ``masked_mean`` of its per-row values:
+the mean over the task's real rows, ``L(x; D)`` of docs/design.md (notation).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -75,6 +79,29 @@ def task_arrays(images: np.ndarray, labels: np.ndarray,
     y[t, :len(idx)] = labels[idx]
     mask[t, :len(idx)] = 1.0
   return TaskArrays(x=x, y=y, mask=mask, count=counts)
+
+
+def masked_mean(values: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  r"""Mean of per-row ``values`` over the rows that ``mask`` marks as real.
+
+  .. math::
+
+    \frac{\sum_b w_b v_b}{\max(\sum_b w_b, 1)}
+
+  With 0/1 weights (``TaskArrays.mask``) this is the mean over the task's rows,
+  and 0, never NaN, for an empty task (every weight 0), gradient included.
+  A task's loss, for example::
+
+    masked_mean(optax.softmax_cross_entropy_with_integer_labels(logits, y), mask)
+
+  Args:
+    values: (B,) per-row values (a loss, 0/1 correctness).
+    mask: (B,) 0/1 validity weights; ``None`` means all ones (a plain mean).
+  """
+  if mask is None:
+    return jnp.mean(values)
+  mask = jnp.asarray(mask, values.dtype)
+  return jnp.sum(mask * values) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
 def select_tasks(tasks: TaskArrays, idx) -> TaskArrays:

@@ -7,8 +7,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
-from mg import models
+from mg import data
 
 
 class ServerState(NamedTuple):
@@ -37,7 +38,7 @@ def task_loss(model, tau: float):
   def loss(params, batch, key):
     x, y, w = batch
     logits, _ = model.apply(params, x, key=key, deterministic=False, tau=tau)
-    return models.cross_entropy(logits, y, w)
+    return data.masked_mean(optax.softmax_cross_entropy_with_integer_labels(logits, y), w)
   return loss
 
 

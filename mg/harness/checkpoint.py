@@ -238,7 +238,7 @@ def _save_failed(directory: str, step: int, steps: list, err: Exception) -> str:
 
 
 def _quiet_closed_event_loop():
-  """Drops the 'Event loop is closed' errors of an abandoned checkpoint read.
+  """Drops the 'Event loop is closed' errors of an abandoned checkpoint read (and its futures' logs).
 
   When orbax gives up on an unreadable checkpoint, tensorstore still completes
   the reads it had started and their callbacks find orbax's event loop closed;
@@ -257,6 +257,11 @@ def _quiet_closed_event_loop():
 
   hook.quiets_closed_event_loop = True
   sys.unraisablehook = hook
+  # The abandoned reads' futures also log 'Future exception was never retrieved'
+  # through asyncio's logger when they are collected: the same harmless noise.
+  asyncio_log = logging.getLogger('asyncio')
+  asyncio_log.addFilter(
+      lambda record: not record.getMessage().startswith('Future exception was never retrieved'))
 
 
 class Interrupted(Exception):

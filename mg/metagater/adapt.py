@@ -33,7 +33,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
+from mg import data
 from mg import models
 from mg.federated import local
 
@@ -56,7 +58,7 @@ def all_finite(tree) -> jax.Array:
 def _loss(model, params, batch, *, key=None, deterministic=True, tau=1.0):
   x, y, w = batch
   logits, _ = model.apply(params, x, key=key, deterministic=deterministic, tau=tau)
-  return models.cross_entropy(logits, y, w)
+  return data.masked_mean(optax.softmax_cross_entropy_with_integer_labels(logits, y), w)
 
 
 def _step(params, grads, lr, mask=None):
@@ -188,7 +190,8 @@ def evaluate(model, params, query) -> Evaluation:
   """Query accuracy, channel sparsity and MAC ratio with inference gates."""
   logits, gates = model.apply(params, query.x, deterministic=True)
   weights = query.mask
-  accuracy = models.accuracy(logits, query.y, weights)
+  correct = (jnp.argmax(logits, axis=-1) == query.y).astype(jnp.float32)
+  accuracy = data.masked_mean(correct, weights)
   finite = jnp.all(jnp.isfinite(logits))
   if not gates:
     return Evaluation(accuracy, jnp.zeros(()), jnp.ones(()), finite)

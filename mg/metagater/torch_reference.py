@@ -15,12 +15,12 @@ r"""A plain PyTorch per-client loop of one MetaGater round: the speed reference.
 
 The network is ``mg.models.Model``'s own layer list run with
 ``torch.nn.functional`` (convolutions NCHW, OIHW kernels; a dense layer after
-a feature map reads it in NHWC order, as ``mg.models.layers.flatten``), so the
+a feature map reads it in NHWC order, as ``mg.models.networks.flatten``), so the
 architecture is the JAX model's by construction; ``tests/test_torch_reference``
 checks that loss and gradients agree on the same weights and gate noise.
 
 One deliberate difference: ``F.max_pool2d`` sends a tied window's gradient to
-one element where ``mg.models.layers.max_pool`` splits it evenly. Ties of
+one element where ``mg.models.networks.max_pool`` splits it evenly. Ties of
 nonzero values do not occur in practice; a window of zeros (a closed gate)
 changes only that gate's straight-through gradient. The JAX arithmetic in
 PyTorch (``amax`` over a reshape) ran its round 1.6x slower (CNN-4, 20 tasks,
@@ -163,7 +163,7 @@ def forward(model, p: dict, x, noise, tau: float = 1.0):
 
 
 def loss(model, p: dict, batch, noise, tau: float = 1.0):
-  """Weighted mean cross-entropy (``mg.models.cross_entropy``)."""
+  """Weighted mean cross-entropy (``mg.federated.server.task_loss``)."""
   x, y, w = batch
   ce = F.cross_entropy(forward(model, p, x, noise, tau), y, reduction='none')
   return (w * ce).sum() / torch.clamp(w.sum(), min=1.0)

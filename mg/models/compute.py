@@ -11,7 +11,9 @@ Counted: convolutions ``H_out * W_out * kh * kw * C_in * C_out``, dense layers
 ``d_s * hidden + hidden * C_out`` (``d_s`` = C_in for a conv, d_in for dense).
 Not counted: bias adds, activations, pooling and the gate's global average
 pool (all linear in the activations, small next to the products), and no
-saving is assumed inside the gate MLPs.
+saving is assumed inside the gate MLPs. Counts come from the static layer
+list (``Model.layers``), not from tracing the flax modules, so they are plain
+integers, known before any parameter exists.
 
 Example (cnn4, 32x32x3, 10 classes)::
 

@@ -12,13 +12,14 @@ token after the exit block ``exits[e]``, with no modulation and no history:
 
   \mathrm{logits}_e = W_e\, \mathrm{LN}_e(x_{exits[e]}[:, 0]) + b_e
 
-The backbone is :mod:`mg.models.vit`'s (same blocks, same exits, same
-initialisation); ``params['heads']`` replaces ``params['ree']``. The head's
-LayerNorm has PyTorch's default epsilon 1e-5 (``nn.LayerNorm(dim)``).
+The backbone is :mod:`mg.models.vit`'s (the same ``Base``: embedding, scanned
+blocks, exits, initialisation); ``params['heads']`` (``{'0': ..., '1': ...}``,
+one :class:`mg.models.ree.Head` per exit) replaces ``params['ree']``. The
+head's LayerNorm has PyTorch's default epsilon 1e-5 (``nn.LayerNorm(dim)``).
 
-**Width** (ScaleFL). Every function here reads widths from the parameters,
-so a model cut to width ``w`` (:func:`width_shapes`, :func:`slice_to`) runs
-through the same code: the code's ``width_scale`` gives the token width
+**Width** (ScaleFL). :func:`apply` reads the widths from the parameters and
+builds the module at them, so a model cut to width ``w`` (:func:`width_shapes`,
+:func:`slice_to`) runs through the same code: the code's ``width_scale`` gives the token width
 ``int(dim * w)``, the attention width rounded up to a multiple of the heads
 (``ceil(width / heads) * heads``, the code's ``Attention``), the MLP width
 ``int(width * mlp_ratio)``, and every tensor is the leading-index slice of the
@@ -30,14 +31,12 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
+from mg.models import ree as ree_lib
 from mg.models import vit
-from mg.models.ree import layer_norm, linear
-from mg.models.tree_paths import flatten, unflatten
-
-HEAD_EPS = 1e-5
+from mg.models.vit import flatten, unflatten
 
 # The code's ScaleFL width lists (README, "Additional Commands for ScaleFL").
 SCALEFL_WIDTHS = {
@@ -46,93 +45,74 @@ SCALEFL_WIDTHS = {
 }
 
 
-def _head(key, dim: int, num_classes: int, std: float) -> dict:
-  std = std or 1.0 / math.sqrt(dim)
-  return {'ln': {'scale': jnp.ones((dim,), jnp.float32), 'bias': jnp.zeros((dim,), jnp.float32)},
-          'dense': {'kernel': std * jax.random.normal(key, (dim, num_classes), jnp.float32),
-                    'bias': jnp.zeros((num_classes,), jnp.float32)}}
+class _Heads(nn.Module):
+  """One head per exit, named by the exit's index."""
+  num_classes: int
+  init_std: float
+
+  @nn.compact
+  def __call__(self, tokens: dict[int, jax.Array]) -> list[jax.Array]:
+    return [ree_lib.Head(self.num_classes, self.init_std, name=str(e))(z)
+            for e, z in tokens.items()]
+
+
+class EarlyExitViT(vit.Base):
+  """The ViT with a ``LayerNorm + Linear`` head per exit: logits at each exit up to ``tier``'s.
+
+  ``last_only``: only the tier's own exit (InclusiveFL); the other heads may be absent.
+  """
+  last_only: bool = False
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> list[jax.Array]:
+    exits = self.exits
+    _, tokens = self.scan(vit.class_token_step, self.embed(images))
+    wanted = range(len(exits) - 1, len(exits)) if self.last_only else range(len(exits))
+    heads = _Heads(self.cfg.num_classes, self.cfg.init_std, name='heads')
+    return heads({e: tokens[exits[e]] for e in wanted})
 
 
 def init(key: jax.Array, cfg: vit.ViTConfig) -> dict:
   """The backbone of :func:`mg.models.vit.init` with one head per exit instead of Ree."""
-  k_backbone, k_heads = jax.random.split(key)
-  params = dict(vit.init(k_backbone, cfg))
-  del params['ree']
-  keys = jax.random.split(k_heads, cfg.num_exits)
-  params['heads'] = [_head(keys[e], cfg.dim, cfg.num_classes, cfg.init_std)
-                     for e in range(cfg.num_exits)]
-  return params
+  vit.check(cfg)
+  return EarlyExitViT(cfg).init(key, vit.dummy_images(cfg))['params']
 
 
-def _dense(x, p, lora_scale):
-  y = linear(x, p)
-  if 'lora_a' in p:
-    y = y + (x @ p['lora_a'] @ p['lora_b']) * lora_scale
-  return y
-
-
-# Patches, CLS and positions as in ReeFL's ViT (images resized on the fly to the
-# model's size); the width is read from the patch kernel, so a ScaleFL slice works.
-embed = vit.embed
-
-
-def block(p: dict, x: jax.Array, cfg: vit.ViTConfig) -> jax.Array:
-  """:func:`mg.models.vit.block` with the attention width read from ``q``."""
-  b, t, _ = x.shape
-  a = p['q']['kernel'].shape[1]
-  hd = a // cfg.heads
-  scale = cfg.lora_alpha / cfg.lora_rank if cfg.lora_rank else 0.0
-  h = layer_norm(x, p['ln1'], cfg.eps)
-  split = lambda y: y.reshape(b, t, cfg.heads, hd)
-  q = split(_dense(h, p['q'], scale))
-  k = split(linear(h, p['k']))
-  v = split(_dense(h, p['v'], scale))
-  attn = jax.nn.softmax(jnp.einsum('bihd,bjhd->bhij', q, k) * hd ** -0.5, axis=-1)
-  x = x + linear(jnp.einsum('bhij,bjhd->bihd', attn, v).reshape(b, t, a), p['proj'])
-  h = jax.nn.gelu(linear(layer_norm(x, p['ln2'], cfg.eps), p['fc1']), approximate=False)
-  return x + linear(h, p['fc2'])
-
-
-def head(p: dict, z: jax.Array) -> jax.Array:
-  return linear(layer_norm(z, p['ln'], HEAD_EPS), p['dense'])
+def _widths(params: dict) -> vit.Widths:
+  """The widths a (possibly sliced) parameter tree was cut to."""
+  blocks = params['blocks']
+  return vit.Widths(params['patch']['kernel'].shape[-1], blocks['q']['kernel'].shape[-1],
+                    blocks['fc1']['kernel'].shape[-1])
 
 
 def apply(params: dict, images: jax.Array, cfg: vit.ViTConfig, tier: Optional[int] = None,
           last_only: bool = False) -> list[jax.Array]:
   """Logits (B, classes) at every exit up to ``tier`` (or only at ``tier``'s exit).
 
-  Reads ``params['blocks'][:exits[tier] + 1]`` and ``params['heads'][e]`` for
+  Reads the blocks up to ``exits[tier]`` and ``params['heads'][str(e)]`` for
   the exits it returns, so a tier's own parameters suffice; with
   ``last_only`` the heads of the earlier exits may be absent (InclusiveFL).
   """
-  exits = cfg.exits
-  tier = len(exits) - 1 if tier is None else tier
-  heads = params['heads']
-  x = embed(params, images, cfg)
-  logits = []
-  for l in range(exits[tier] + 1):
-    x = block(params['blocks'][l], x, cfg)
-    if l in exits[:tier + 1] and (not last_only or l == exits[tier]):
-      e = exits.index(l)
-      logits.append(head(heads[e] if not isinstance(heads, dict) else heads[str(e)], x[:, 0]))
-  return logits
+  params = vit.tier_params(params, tier, cfg)
+  model = EarlyExitViT(cfg, tier, _widths(params), last_only)
+  return model.apply({'params': params}, images)
 
 
 def tier_params(params: dict, tier: int, cfg: vit.ViTConfig, last_only: bool = False) -> dict:
   """What a tier holds: the blocks up to its exit and its heads (only its own with ``last_only``)."""
   heads = params['heads']
-  kept = {str(tier): heads[tier]} if last_only else heads[:tier + 1]
-  return dict(params, blocks=params['blocks'][:cfg.exits[tier] + 1], heads=kept)
+  kept = [str(tier)] if last_only else [str(e) for e in range(tier + 1)]
+  return dict(vit.tier_params(params, tier, cfg), heads={e: heads[e] for e in kept})
 
 
 # ---------------------------------------------------------------------- width
 
 
-def widths(cfg: vit.ViTConfig, scale: float) -> tuple[int, int, int]:
+def widths(cfg: vit.ViTConfig, scale: float) -> vit.Widths:
   """(token width, attention width, MLP width) of a model cut to ``scale`` (the code's rules)."""
   w = int(cfg.dim * scale)
   a = math.ceil(w / cfg.heads) * cfg.heads
-  return w, a, int(w * cfg.mlp_ratio)
+  return vit.Widths(w, a, int(w * cfg.mlp_ratio))
 
 
 def width_shapes(tree, cfg: vit.ViTConfig, scale: float) -> dict:
@@ -170,7 +150,7 @@ def slice_to(flat: dict, shapes: dict) -> dict:
 def sliced_tier(params: dict, tier: int, cfg: vit.ViTConfig, scale: float) -> dict:
   """Tier ``tier``'s parameters cut to width ``scale``, as a tree."""
   full = tier_params(params, tier, cfg)
-  return unflatten(slice_to(flatten(full), width_shapes(full, cfg, scale)), full)
+  return unflatten(slice_to(flatten(full), width_shapes(full, cfg, scale)))
 
 
 def macs_per_exit(cfg: vit.ViTConfig, scales=None) -> list[int]:

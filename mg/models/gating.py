@@ -17,9 +17,15 @@ straight-through estimator,
   - \mathrm{sg}(\mathrm{soft}),
 
 and inference the deterministic ``m = 1[z > 0]``. Masks are per example and
-per channel. The gate parameters of one layer are
-``{'hidden': {'kernel', 'bias'}, 'out': {'kernel', 'bias'}}``; group ``c`` of
-the group lasso (docs/design.md s.2) is ``out.kernel[:, c]`` with ``out.bias[c]``.
+per channel.
+
+What is flax and what is the project's own: ``Gate`` is a ``flax.linen``
+module, two ``nn.Dense`` layers named ``hidden`` and ``out`` with flax
+initialisers, so the gate parameters of one layer are ``{'hidden': {'kernel',
+'bias'}, 'out': {'kernel', 'bias'}}``; group ``c`` of the group lasso
+(docs/design.md s.2) is ``out.kernel[:, c]`` with ``out.bias[c]``. The
+straight-through mask and its single logistic draw are the method's own (no
+library has them), as pure functions of the logits.
 
 References:
   Jang, Gu, Poole, "Categorical reparameterization with Gumbel-softmax",
@@ -28,13 +34,29 @@ References:
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mg.models import initializers
-from mg.models import layers
 
-Params = dict[str, dict[str, jax.Array]]
+
+def _one_program(init):
+  """``init(key, shape, dtype)`` compiled as one program (shape, dtype static).
+
+  The draw and its scaling then round alike whether a caller's ``jit`` inlines
+  them or ``Model.init`` (flax's ``lazy_init``) runs them eagerly: an eager
+  multiply after the compiled draw differed from the fused one by 1 ulp.
+  """
+  return jax.jit(init, static_argnums=(1, 2))
+
+
+# The kernel initialisers of every MetaGater layer, backbone and gate alike:
+# N(0, gain / fan_in), untruncated as in the papers (fan-in = kh * kw * C_in for
+# an HWIO kernel, d_in for dense). Gain 2 (He et al., 2015) before a ReLU, gain 1
+# (LeCun et al., 1998) for a linear output. flax's ``he_normal`` and
+# ``lecun_normal`` truncate, hence ``variance_scaling`` with 'normal'.
+HE_NORMAL = _one_program(nn.initializers.variance_scaling(2.0, 'fan_in', 'normal'))
+LECUN_NORMAL = _one_program(nn.initializers.variance_scaling(1.0, 'fan_in', 'normal'))
 
 # The output bias starts positive so that sigma(z) ~ 0.95 and almost every
 # channel is on at first: the backbone then trains as a dense network, and the
@@ -43,38 +65,11 @@ Params = dict[str, dict[str, jax.Array]]
 OUT_BIAS_INIT = 3.0
 
 
-def gate_spec(summary_dim: int, channels: int, hidden: int = 16,
-              out_bias: float = OUT_BIAS_INIT):
-  """Init spec of the gate MLP ``summary_dim -> hidden (ReLU) -> channels``.
-
-  Args:
-    summary_dim: size of the summary ``s`` (C_in for a conv, d_in for dense).
-    channels: number of gated output channels ``C_out``.
-    hidden: hidden width (16 in the paper).
-    out_bias: initial logit bias ``b_2`` (see ``OUT_BIAS_INIT``).
-
-  Returns:
-    A tree of ``mg.models.initializers`` leaves (He normal hidden kernel,
-    LeCun normal output kernel, zero hidden bias, ``out_bias`` logit bias).
-  """
-  return {'hidden': layers.dense_spec(summary_dim, hidden,
-                                      initializers.HE_GAIN),
-          'out': {'kernel': initializers.Normal((hidden, channels),
-                                                initializers.LECUN_GAIN),
-                  'bias': initializers.Constant((channels,), out_bias)}}
-
-
 def summary(a: jax.Array) -> jax.Array:
   """The gate's view of a layer input: GAP of a (B,H,W,C) map, else ``a``."""
   if a.ndim == 4:
-    return layers.global_average_pool(a)
+    return a.mean(axis=(1, 2))
   return a
-
-
-def logits(phi: Params, s: jax.Array) -> jax.Array:
-  """Per-channel gate logits ``z`` (B, C_out) from summaries ``s`` (B, d)."""
-  h = jax.nn.relu(layers.dense(s, phi['hidden']))
-  return layers.dense(h, phi['out'])
 
 
 def inference_mask(z: jax.Array) -> jax.Array:
@@ -103,13 +98,40 @@ def straight_through_mask(z: jax.Array, key: jax.Array, tau=1.0) -> jax.Array:
   return hard + (soft - jax.lax.stop_gradient(soft))
 
 
-def mask(phi: Params, a: jax.Array, *, key: jax.Array | None,
-         deterministic: bool, tau=1.0) -> jax.Array:
-  """The (B, C_out) channel mask of a gated layer whose input is ``a``."""
-  z = logits(phi, summary(a))
-  if deterministic:
-    return inference_mask(z)
-  if key is None:
-    raise ValueError('Training gates (deterministic=False) need a PRNG `key` '
-                     'for the Gumbel noise.')
-  return straight_through_mask(z, key, tau)
+class Gate(nn.Module):
+  """The gate MLP ``summary -> hidden (ReLU) -> channels`` of one gated layer.
+
+  Initialisation: He normal hidden kernel, LeCun normal output kernel, zero
+  hidden bias, ``out_bias`` logit bias (see ``OUT_BIAS_INIT``).
+
+  Attributes:
+    channels: number of gated output channels ``C_out``.
+    hidden: hidden width (16 in the paper).
+    out_bias: initial logit bias ``b_2``.
+  """
+  channels: int
+  hidden: int = 16
+  out_bias: float = OUT_BIAS_INIT
+
+  @nn.compact
+  def __call__(self, a: jax.Array, *, key: jax.Array | None = None,
+               deterministic: bool = True, tau=1.0) -> jax.Array:
+    """The (B, C_out) channel mask of a gated layer whose input is ``a``.
+
+    Args:
+      a: the gated layer's input, (B, H, W, C_in) or (B, d_in).
+      key: PRNG key of this layer's Gumbel noise; needed when training.
+      deterministic: ``True``: ``1[z > 0]``; ``False``: straight-through.
+      tau: Gumbel-softmax temperature (may be traced).
+    """
+    h = nn.relu(nn.Dense(self.hidden, kernel_init=HE_NORMAL,
+                         name='hidden')(summary(a)))
+    z = nn.Dense(self.channels, kernel_init=LECUN_NORMAL,
+                 bias_init=nn.initializers.constant(self.out_bias),
+                 name='out')(h)
+    if deterministic:
+      return inference_mask(z)
+    if key is None:
+      raise ValueError('Training gates (deterministic=False) need a PRNG `key` '
+                       'for the Gumbel noise.')
+    return straight_through_mask(z, key, tau)

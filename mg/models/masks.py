@@ -11,7 +11,9 @@ Rules (``*`` is any layer name):
   * ``phi/*/out/{kernel,bias}``                    gate output (lasso groups)
 
 A leading batch axis on the leaves (stacked clients) does not matter: only
-paths are read.
+paths are read. The paths are those of the ``flax.linen`` modules' own tree
+(``mg.models.Network``: submodules ``theta`` and ``phi``, each layer named
+after itself, ``nn.Conv`` / ``nn.Dense`` leaves ``kernel`` and ``bias``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pretrained backbones for the ViT of ``mg.models.vit``, read without PyTorch.
+"""Pretrained backbones for the ``flax.linen`` ViT of ``mg.models.vit``, read without PyTorch.
 
 Two sources (``config.model.init_checkpoint``):
 
@@ -13,7 +13,10 @@ Two sources (``config.model.init_checkpoint``):
   torch ``Linear`` weights (out, in) become kernels (in, out); the patch
   convolution (d, C, p, p) becomes (p, p, C, d). ``head.*`` and ``norm.*`` are
   dropped (ReeFL's exits have their own head and norms).
-* an ``.npz`` written by ``python -m experiments.pretrain`` (``flat path -> array``).
+* an ``.npz`` written by ``python -m experiments.pretrain`` (``flat path -> array``,
+  the blocks stacked as the model holds them: ``blocks/q/kernel`` (D, d, d)).
+  Files written before the blocks were stacked hold one entry per block
+  (``blocks/3/q/kernel``); they load the same way, stacked on reading.
 
 Only the backbone is replaced; Ree, the baselines' per-exit heads and LoRA factors keep
 their initial values.
@@ -31,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mg.models import vit
-from mg.models.tree_paths import flatten, unflatten
+from mg.models.vit import flatten, unflatten, unstack
 
 _DTYPES = {
     'FloatStorage': np.float32, 'DoubleStorage': np.float64, 'HalfStorage': np.float16,
@@ -178,7 +181,9 @@ def read_flat(path: str, cfg: vit.ViTConfig) -> dict[str, np.ndarray]:
         raise BackboneError(f'{path} is not a readable .npz backbone (not a zip archive: '
                             'empty, cut short or another format)')
       with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+        # Stacked blocks (``blocks/q/kernel`` (D, ...), written since the blocks
+        # are scanned) or one entry per block (written before): both by block.
+        return unstack({k: z[k] for k in z.files})
     return deit_to_flat(read_state_dict(path), cfg)
   except BackboneError:
     raise
@@ -222,4 +227,4 @@ def load_backbone(path: str, params: dict, cfg: vit.ViTConfig) -> dict:
   missing = [k for k in current if is_backbone(k) and k not in flat]
   if missing:
     raise BackboneError(f'{path} lacks {len(missing)} backbone arrays, e.g. {missing[0]}')
-  return unflatten(new, params)
+  return unflatten(new)

@@ -26,11 +26,23 @@ Details pinned to the code (they differ from a textbook transformer layer):
   * ``recurrent_steps`` repeats of each of ``depth`` layers (both 1 in ReeFL).
 Dropouts are 0 in ReeFL and omitted.
 
-Parameters are a plain dict; ``init`` draws linear weights from N(0, 0.02^2)
-(``init_std``; 0 means N(0, 1/d_in))
-with zero biases (the ViT's ``_init_weights`` reaches Ree's layers too) and the
-meta token and position embedding from N(0, 0.02^2) (the code's truncation at
-+-2 is 100 standard deviations away, so it is a plain normal).
+``Ree`` is a ``flax.linen`` module; :func:`init`, :func:`apply` and
+:func:`head` are its pure functions over a plain parameter tree::
+
+  {'meta' (dim,), 'pos' (max_tokens, dim),
+   'layers_0': {'ln1', 'qkv', 'out', 'ln2', 'fc1', 'fc2'}, ...,
+   'head': {'ln', 'dense'}}
+
+Ree can also read a fixed-length buffer of which only the first ``length``
+tokens are real (``length`` may be traced): attention then ignores the other
+keys, so the real tokens' outputs are those of the shorter sequence. That is
+how the ViT runs Ree inside its scan over blocks, where the history grows.
+
+Initialisation as the code: linear weights N(0, 0.02^2) (``init_std``; 0 means
+N(0, 1/d_in)) with zero biases (the ViT's ``_init_weights`` reaches Ree's
+layers too), unit LayerNorms, and the meta token and position embedding from
+N(0, 0.02^2) (the code's truncation at +-2 is 100 standard deviations away, so
+it is a plain normal).
 """
 
 from __future__ import annotations
@@ -38,10 +50,12 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 INIT_STD = 0.02
+HEAD_EPS = 1e-5  # PyTorch's nn.LayerNorm default: Ree's layers and every exit head
 
 
 class ReeConfig(NamedTuple):
@@ -54,7 +68,7 @@ class ReeConfig(NamedTuple):
   mlp_ratio: float = 1.35
   depth: int = 1
   recurrent_steps: int = 1
-  eps: float = 1e-5          # LayerNorm epsilon (PyTorch default)
+  eps: float = HEAD_EPS      # LayerNorm epsilon (PyTorch default)
   init_std: float = INIT_STD # linear weights; 0: N(0, 1/d_in)
 
   @property
@@ -62,81 +76,111 @@ class ReeConfig(NamedTuple):
     return int(self.dim * self.mlp_ratio)
 
 
-def layer_norm(x: jax.Array, p: dict, eps: float) -> jax.Array:
-  mean = jnp.mean(x, axis=-1, keepdims=True)
-  var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-  return (x - mean) * jax.lax.rsqrt(var + eps) * p['scale'] + p['bias']
+def kernel_init(std: float):
+  """Linear weights: N(0, std^2), or N(0, 1/d_in) (untruncated LeCun) when ``std`` is 0."""
+  if std:
+    return nn.initializers.normal(std)
+  return nn.initializers.variance_scaling(1.0, 'fan_in', 'normal')
 
 
-def linear(x: jax.Array, p: dict) -> jax.Array:
-  return x @ p['kernel'] + p['bias']
+def dense(features: int, std: float, name: str) -> nn.Dense:
+  """A biased linear layer with the code's initialisation (zero bias)."""
+  return nn.Dense(features, kernel_init=kernel_init(std), name=name)
 
 
-def _norm(dim: int) -> dict:
-  return {'scale': jnp.ones((dim,), jnp.float32), 'bias': jnp.zeros((dim,), jnp.float32)}
+def layer_norm(eps: float, name: str) -> nn.LayerNorm:
+  """PyTorch's ``nn.LayerNorm`` (biased variance, ``eps`` inside the root)."""
+  return nn.LayerNorm(epsilon=eps, name=name)
 
 
-def _linear(key: jax.Array, d_in: int, d_out: int, std: float) -> dict:
-  std = std or 1.0 / math.sqrt(d_in)
-  return {'kernel': std * jax.random.normal(key, (d_in, d_out), jnp.float32),
-          'bias': jnp.zeros((d_out,), jnp.float32)}
+def gelu(x: jax.Array) -> jax.Array:
+  """PyTorch's default GELU: the exact (erf) form."""
+  return jax.nn.gelu(x, approximate=False)
+
+
+def attention(q, k, v, heads: int, scale: float, length=None) -> jax.Array:
+  """Multi-head softmax attention over (B, T, width) q/k/v; keys from ``length`` on ignored."""
+  b, t, width = q.shape
+  split = lambda y: y.reshape(b, t, heads, width // heads)
+  dots = jnp.einsum('bihd,bjhd->bhij', split(q), split(k)) * scale
+  if length is not None:
+    dots = jnp.where(jnp.arange(t) < length, dots, jnp.finfo(dots.dtype).min)
+  weights = jax.nn.softmax(dots, axis=-1)
+  return jnp.einsum('bhij,bjhd->bihd', weights, split(v)).reshape(b, t, width)
+
+
+class Head(nn.Module):
+  """An exit head: ``LayerNorm`` (eps 1e-5) then ``Linear`` (Ree's shared one, or a baseline's per exit)."""
+  num_classes: int
+  init_std: float = INIT_STD
+  eps: float = HEAD_EPS
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    return dense(self.num_classes, self.init_std, 'dense')(layer_norm(self.eps, 'ln')(z))
+
+
+class ReeLayer(nn.Module):
+  """One pre-norm transformer layer at Ree's widths (the module docstring)."""
+  cfg: ReeConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array, length=None) -> jax.Array:
+    cfg = self.cfg
+    h = layer_norm(cfg.eps, 'ln1')(x)
+    q, k, v = jnp.split(dense(3 * cfg.attn_dim, cfg.init_std, 'qkv')(h), 3, axis=-1)
+    out = attention(q, k, v, cfg.heads, cfg.attn_dim ** -0.5, length)
+    x = x + dense(cfg.dim, cfg.init_std, 'out')(out)
+    h = gelu(dense(cfg.hidden, cfg.init_std, 'fc1')(layer_norm(cfg.eps, 'ln2')(x)))
+    return x + dense(cfg.dim, cfg.init_std, 'fc2')(h)
+
+
+class Ree(nn.Module):
+  """Ree over class tokens; ``__call__`` returns ``(m, logits)`` at the last real token."""
+  cfg: ReeConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.meta = self.param('meta', nn.initializers.normal(INIT_STD), (cfg.dim,))
+    self.pos = self.param('pos', nn.initializers.normal(INIT_STD), (cfg.max_tokens, cfg.dim))
+    self.layers = [ReeLayer(cfg) for _ in range(cfg.depth)]
+    self.head = Head(cfg.num_classes, cfg.init_std, cfg.eps)
+
+  def transform(self, tokens: jax.Array, length=None) -> jax.Array:
+    """Tokens (B, n, dim) -> ``m`` (B, n + 1, dim), meta token first.
+
+    ``length``: with it, only ``tokens[:, :length]`` are real (the rest padding).
+    """
+    b, n, _ = tokens.shape
+    meta = jnp.broadcast_to(self.meta, (b, 1, self.cfg.dim))
+    x = jnp.concatenate([meta, tokens], axis=1) + self.pos[:n + 1]
+    valid = None if length is None else length + 1
+    for layer in self.layers:
+      for _ in range(self.cfg.recurrent_steps):
+        x = layer(x, valid)
+    return x
+
+  def __call__(self, tokens: jax.Array, z: jax.Array, length=None):
+    """``(m, head(m_0 + z))`` for class tokens (B, n, dim) and the exit's own token ``z``."""
+    m = self.transform(tokens, length)
+    return m, self.head(m[:, 0] + z)
 
 
 def init(key: jax.Array, cfg: ReeConfig) -> dict:
   """Ree's parameters: meta token, position embedding, layers, shared head."""
-  keys = jax.random.split(key, 3 + 4 * cfg.depth)
-  layers = []
-  for j in range(cfg.depth):
-    k = keys[3 + 4 * j: 7 + 4 * j]
-    layers.append({
-        'ln1': _norm(cfg.dim),
-        'qkv': _linear(k[0], cfg.dim, 3 * cfg.attn_dim, cfg.init_std),
-        'out': _linear(k[1], cfg.attn_dim, cfg.dim, cfg.init_std),
-        'ln2': _norm(cfg.dim),
-        'fc1': _linear(k[2], cfg.dim, cfg.hidden, cfg.init_std),
-        'fc2': _linear(k[3], cfg.hidden, cfg.dim, cfg.init_std),
-    })
-  return {
-      'meta': INIT_STD * jax.random.normal(keys[0], (cfg.dim,), jnp.float32),
-      'pos': INIT_STD * jax.random.normal(keys[1], (cfg.max_tokens, cfg.dim), jnp.float32),
-      'layers': layers,
-      'head': {'ln': _norm(cfg.dim), 'dense': _linear(keys[2], cfg.dim, cfg.num_classes, cfg.init_std)},
-  }
+  tokens = jnp.zeros((1, 1, cfg.dim), jnp.float32)
+  return Ree(cfg, parent=None).init(key, tokens, tokens[:, 0])['params']
 
 
-def attention(p: dict, x: jax.Array, cfg: ReeConfig) -> jax.Array:
-  """Multi-head self-attention over (B, L, dim), scaled by ``attn_dim ** -0.5``."""
-  b, n, _ = x.shape
-  q, k, v = jnp.split(linear(x, p['qkv']), 3, axis=-1)
-  split = lambda t: t.reshape(b, n, cfg.heads, cfg.attn_dim // cfg.heads)
-  q, k, v = split(q), split(k), split(v)
-  dots = jnp.einsum('bihd,bjhd->bhij', q, k) * (cfg.attn_dim ** -0.5)
-  attn = jax.nn.softmax(dots, axis=-1)
-  out = jnp.einsum('bhij,bjhd->bihd', attn, v).reshape(b, n, cfg.attn_dim)
-  return linear(out, p['out'])
-
-
-def transformer(layers: list, x: jax.Array, cfg: ReeConfig) -> jax.Array:
-  for p in layers:
-    for _ in range(cfg.recurrent_steps):
-      x = x + attention(p, layer_norm(x, p['ln1'], cfg.eps), cfg)
-      h = jax.nn.gelu(linear(layer_norm(x, p['ln2'], cfg.eps), p['fc1']), approximate=False)
-      x = x + linear(h, p['fc2'])
-  return x
-
-
-def apply(params: dict, tokens: jax.Array, cfg: ReeConfig) -> jax.Array:
+def apply(params: dict, tokens: jax.Array, cfg: ReeConfig, length=None) -> jax.Array:
   """Ree over class tokens (B, n, dim) -> ``m`` (B, n + 1, dim), meta token first."""
-  b, n, _ = tokens.shape
-  meta = jnp.broadcast_to(params['meta'], (b, 1, cfg.dim))
-  x = jnp.concatenate([meta, tokens], axis=1) + params['pos'][:n + 1]
-  return transformer(params['layers'], x, cfg)
+  return Ree(cfg, parent=None).apply({'params': params}, tokens, length, method=Ree.transform)
 
 
 def head(params: dict, m: jax.Array, z: jax.Array, cfg: ReeConfig) -> jax.Array:
   """The shared exit head on ``m_0 + z_l``: LayerNorm then Linear."""
-  h = params['head']
-  return linear(layer_norm(m[:, 0] + z, h['ln'], cfg.eps), h['dense'])
+  model = Head(cfg.num_classes, cfg.init_std, cfg.eps, parent=None)
+  return model.apply({'params': params['head']}, m[:, 0] + z)
 
 
 def macs(cfg: ReeConfig, n: int) -> int:

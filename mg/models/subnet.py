@@ -10,7 +10,9 @@ only the backbone weights of the channels the task uses (docs/design.md s.4):
 ``kept_channels`` turns the support-set gates into per-layer channel sets and
 ``subnet_mask`` turns those into the pytree ``M`` over ``theta``: the kept
 filters of each gated layer (kernel and bias) and the matching input slices of
-the next layer. ``apply_mask`` multiplies a gradient tree by ``M``.
+the next layer. ``apply_mask`` multiplies a gradient tree by ``M``. ``theta``
+is the flax backbone's tree: ``nn.Conv`` kernels are HWIO (output channel
+last), ``nn.Dense`` kernels (d_in, d_out).
 """
 
 from __future__ import annotations

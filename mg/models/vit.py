@@ -1,4 +1,4 @@
-"""A pure-function Vision Transformer with recurrent early exits (ReeFL; docs/design.md s.7).
+"""A Vision Transformer with recurrent early exits as Flax modules (ReeFL; docs/design.md s.7).
 
 Lee et al., "Recurrent Early Exits for Federated Learning with Heterogeneous
 Clients", ICML 2024; the backbone of the public code (royson/reefl,
@@ -19,6 +19,17 @@ Clients", ICML 2024; the backbone of the public code (royson/reefl,
     ``raw_history=True`` keeps the unmodulated tokens instead (not the code).
     Without modulation Ree runs only at the exits.
 
+**Blocks are one stacked parameter set applied with** ``nn.scan``: every leaf
+under ``blocks`` has a leading axis of length ``depth``, and the model runs
+the first ``k`` rows for a tier whose exit is block ``k - 1``. One compiled
+block body serves every depth, so compile time does not grow with the number
+of blocks. With modulation, Ree runs inside the scan body over a buffer of
+``depth`` history slots of which the first ``l + 1`` are real at block ``l``
+(:mod:`mg.models.ree` masks the rest); Ree's parameters, shared by all
+blocks, enter the scan as one broadcast parameter tree (``nn.scan`` would
+otherwise stack them per block). Without modulation the scan only collects
+the class tokens, and Ree reads them at each exit after it.
+
 A budget tier ``t`` holds the blocks up to its exit ``exit_blocks[t]`` and the
 exits up to ``t``; ``apply(..., tier=t)`` runs exactly that truncated model, so
 parameters it does not hold receive exactly zero gradient.
@@ -28,11 +39,16 @@ drawn like PyTorch's ``kaiming_uniform_(a=sqrt 5)`` (U(+-1/sqrt d_in)) and
 ``B`` (r, d_out) = 0, added as ``x A B * alpha / r`` (the code's
 ``LoRALinear``, dropout 0).
 
-Parameters are plain dicts::
+Parameters are plain trees passed to the pure functions :func:`init` and
+:func:`apply`::
 
   {'patch': {'kernel' (p, p, C, d), 'bias'}, 'cls' (d,), 'pos' (N+1, d),
-   'blocks': [{'ln1', 'q', 'k', 'v', 'proj', 'ln2', 'fc1', 'fc2'}, ...],
+   'blocks': {'ln1', 'q', 'k', 'v', 'proj', 'ln2', 'fc1', 'fc2'} (leading axis D),
    'ree': mg.models.ree parameters}
+
+:func:`flatten` gives them by path with one entry per block
+(``blocks/3/q/kernel``), the layout the federated server aggregates and the
+backbone files have always used; :func:`unflatten` stacks them back.
 
 Initialisation as the code: linear weights N(0, 0.02^2) (``init_std``; 0 means
 N(0, 1/d_in), used for small models trained from scratch), zero biases, unit
@@ -45,14 +61,18 @@ resized bilinearly to ``image_size`` (the code's ``Resize((224, 224))``).
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from typing import NamedTuple, Optional
 
+import flax.linen as nn
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 
 from mg.models import ree as ree_lib
-from mg.models.ree import layer_norm, linear
+from mg.models.ree import dense, gelu, layer_norm
 
 INIT_STD = 0.02
 
@@ -106,6 +126,13 @@ class ViTConfig(NamedTuple):
         init_std=self.init_std)
 
 
+class Widths(NamedTuple):
+  """A block's widths: tokens, attention, MLP (a ScaleFL slice narrows all three)."""
+  token: int
+  attn: int
+  mlp: int
+
+
 def exit_blocks(depth: int, num_exits: int) -> tuple[int, ...]:
   """0-based blocks followed by an exit, as the code: ``reversed(range(D-1, -1, -1)[::D//E])``."""
   if num_exits < 1 or depth % num_exits:
@@ -113,130 +140,314 @@ def exit_blocks(depth: int, num_exits: int) -> tuple[int, ...]:
   return tuple(reversed(range(depth - 1, -1, -1)[::depth // num_exits]))
 
 
-def _linear(key, d_in, d_out, std):
-  std = std or 1.0 / math.sqrt(d_in)
-  return {'kernel': std * jax.random.normal(key, (d_in, d_out), jnp.float32),
-          'bias': jnp.zeros((d_out,), jnp.float32)}
+def full_widths(cfg: ViTConfig) -> Widths:
+  return Widths(cfg.dim, cfg.dim, cfg.hidden)
 
 
-def _norm(dim):
-  return {'scale': jnp.ones((dim,), jnp.float32), 'bias': jnp.zeros((dim,), jnp.float32)}
-
-
-def _lora(key, d_in, d_out, rank):
-  bound = 1.0 / math.sqrt(d_in)
-  return {'lora_a': jax.random.uniform(key, (d_in, rank), jnp.float32, -bound, bound),
-          'lora_b': jnp.zeros((rank, d_out), jnp.float32)}
-
-
-def _block(key, cfg: ViTConfig) -> dict:
-  k = jax.random.split(key, 8)
-  d = cfg.dim
-  s = cfg.init_std
-  block = {'ln1': _norm(d), 'q': _linear(k[0], d, d, s), 'k': _linear(k[1], d, d, s),
-           'v': _linear(k[2], d, d, s), 'proj': _linear(k[3], d, d, s), 'ln2': _norm(d),
-           'fc1': _linear(k[4], d, cfg.hidden, s), 'fc2': _linear(k[5], cfg.hidden, d, s)}
-  if cfg.lora_rank:
-    block['q'].update(_lora(k[6], d, d, cfg.lora_rank))
-    block['v'].update(_lora(k[7], d, d, cfg.lora_rank))
-  return block
-
-
-def init(key: jax.Array, cfg: ViTConfig) -> dict:
-  """All parameters of the full model (every block, Ree with its shared head)."""
+def check(cfg: ViTConfig) -> None:
+  """Raises ValueError when the shapes do not fit together."""
   if cfg.image_size % cfg.patch_size:
     raise ValueError(f'image size {cfg.image_size} is not a multiple of patch {cfg.patch_size}')
   if cfg.dim % cfg.heads:
     raise ValueError(f'width {cfg.dim} is not a multiple of {cfg.heads} heads')
-  keys = jax.random.split(key, cfg.depth + 5)
-  p = cfg.patch_size
-  fan_in = p * p * cfg.in_chans
+  exit_blocks(cfg.depth, cfg.num_exits)
+
+
+# ------------------------------------------------------------------- modules
+
+
+def _torch_uniform(fan_in: int):
+  """PyTorch's default ``Conv2d`` weight and bias: U(+-1/sqrt(fan_in))."""
   bound = 1.0 / math.sqrt(fan_in)
-  return {
-      'patch': {'kernel': jax.random.uniform(keys[0], (p, p, cfg.in_chans, cfg.dim),
-                                             jnp.float32, -bound, bound),
-                'bias': jax.random.uniform(keys[1], (cfg.dim,), jnp.float32, -bound, bound)},
-      'cls': INIT_STD * jax.random.normal(keys[2], (cfg.dim,), jnp.float32),
-      'pos': INIT_STD * jax.random.normal(keys[3], (cfg.num_patches + 1, cfg.dim), jnp.float32),
-      'blocks': [_block(keys[5 + i], cfg) for i in range(cfg.depth)],
-      'ree': ree_lib.init(keys[4], cfg.ree),
-  }
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(
+      key, shape, dtype, -bound, bound)
 
 
-def _dense(x, p, lora_scale):
-  y = linear(x, p)
-  if 'lora_a' in p:
-    y = y + (x @ p['lora_a'] @ p['lora_b']) * lora_scale
-  return y
+def _patchify(x: jax.Array, kernel: jax.Array, strides, padding, **unused) -> jax.Array:
+  """``lax.conv_general_dilated`` of a stride-``p`` ``p x p`` kernel over NHWC images.
+
+  Non-overlapping patches, so the convolution is one matmul of the patches
+  (row-major ``(i, j, c)``, the layout of ``kernel.reshape(p * p * C, d)``) by
+  the kernel. ``nn.Conv`` takes it as its ``conv_general_dilated``: on XLA:CPU
+  a local step of the ``configs/reefl/mnist.py`` ViT ran markedly slower with
+  the backend's convolution for its one input channel (docs/speed.md).
+  """
+  del unused
+  p = kernel.shape[0]
+  if tuple(strides) != (p, p) or padding != 'VALID':
+    raise ValueError(f'patch embedding: stride {strides}, padding {padding} for a {p}x{p} kernel')
+  b, h, w, c = x.shape
+  patches = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+  return patches.reshape(b, h // p, w // p, p * p * c) @ kernel.reshape(p * p * c, -1)
 
 
-def embed(params: dict, images: jax.Array, cfg: ViTConfig) -> jax.Array:
-  """Images (B, H, W, C) -> tokens (B, N + 1, d): patches, CLS, positions."""
-  if images.shape[-1] == 1 and cfg.in_chans == 3:
-    images = jnp.repeat(images, 3, axis=-1)
-  if images.shape[1:3] != (cfg.image_size, cfg.image_size):
-    # The code's transforms.Resize((224, 224)): bilinear, done here on the fly
-    # so the dataset stays at its own size in memory.
-    images = jax.image.resize(
-        images, (images.shape[0], cfg.image_size, cfg.image_size, images.shape[-1]), 'bilinear')
-  b, h, w, c = images.shape
-  p = cfg.patch_size
-  width = params['patch']['kernel'].shape[-1]  # cfg.dim, or a width slice (ScaleFL)
-  patches = images.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
-  patches = patches.reshape(b, (h // p) * (w // p), p * p * c)
-  x = patches @ params['patch']['kernel'].reshape(p * p * c, width) + params['patch']['bias']
-  cls = jnp.broadcast_to(params['cls'], (b, 1, width))
-  return jnp.concatenate([cls, x], axis=1) + params['pos']
+class LoRADense(nn.Module):
+  """``x W + b + (x A B) alpha / r``: the code's ``LoRALinear`` (dropout 0).
+
+  ``W`` and ``b`` as :func:`mg.models.ree.dense`; ``A`` U(+-1/sqrt d_in), ``B`` zero.
+  """
+  features: int
+  rank: int
+  alpha: float
+  init_std: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    d_in = x.shape[-1]
+    kernel = self.param('kernel', ree_lib.kernel_init(self.init_std), (d_in, self.features))
+    bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    lora_a = self.param('lora_a', _torch_uniform(d_in), (d_in, self.rank))
+    lora_b = self.param('lora_b', nn.initializers.zeros, (self.rank, self.features))
+    return x @ kernel + bias + (x @ lora_a @ lora_b) * (self.alpha / self.rank)
 
 
-def block(p: dict, x: jax.Array, cfg: ViTConfig) -> jax.Array:
-  """One pre-norm transformer block (B, T, d) -> (B, T, d)."""
-  b, t, d = x.shape
-  scale = cfg.lora_alpha / cfg.lora_rank if cfg.lora_rank else 0.0
-  h = layer_norm(x, p['ln1'], cfg.eps)
-  split = lambda y: y.reshape(b, t, cfg.heads, d // cfg.heads)
-  q = split(_dense(h, p['q'], scale))
-  k = split(linear(h, p['k']))
-  v = split(_dense(h, p['v'], scale))
-  dots = jnp.einsum('bihd,bjhd->bhij', q, k) * ((d // cfg.heads) ** -0.5)
-  attn = jax.nn.softmax(dots, axis=-1)
-  x = x + linear(jnp.einsum('bhij,bjhd->bihd', attn, v).reshape(b, t, d), p['proj'])
-  h = jax.nn.gelu(linear(layer_norm(x, p['ln2'], cfg.eps), p['fc1']), approximate=False)
-  return x + linear(h, p['fc2'])
+class Block(nn.Module):
+  """One pre-norm transformer block (B, T, w) -> (B, T, w) at the given widths."""
+  widths: Widths
+  heads: int
+  eps: float
+  init_std: float
+  lora_rank: int = 0
+  lora_alpha: float = 1.0
+
+  def _qv(self, name: str):
+    if self.lora_rank:
+      return LoRADense(self.widths.attn, self.lora_rank, self.lora_alpha, self.init_std,
+                       name=name)
+    return dense(self.widths.attn, self.init_std, name)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    w = self.widths
+    h = layer_norm(self.eps, 'ln1')(x)
+    q, k, v = self._qv('q')(h), dense(w.attn, self.init_std, 'k')(h), self._qv('v')(h)
+    out = ree_lib.attention(q, k, v, self.heads, (w.attn // self.heads) ** -0.5)
+    x = x + dense(w.token, self.init_std, 'proj')(out)
+    h = gelu(dense(w.mlp, self.init_std, 'fc1')(layer_norm(self.eps, 'ln2')(x)))
+    return x + dense(w.token, self.init_std, 'fc2')(h)
+
+
+class Base(nn.Module):
+  """What every early-exit ViT here shares: the embedding and the scanned blocks.
+
+  ``tier``: the model runs the blocks up to that tier's exit (None: all);
+  ``widths``: the block widths (a ScaleFL slice), the full model's when None.
+  Subclasses call :meth:`embed` and :meth:`scan` from their ``nn.compact``
+  ``__call__``, so the embedding and the blocks sit at the top of their tree.
+  """
+  cfg: ViTConfig
+  tier: Optional[int] = None
+  widths: Optional[Widths] = None
+
+  @property
+  def exits(self) -> tuple[int, ...]:
+    """The blocks followed by the exits this model runs."""
+    exits = self.cfg.exits
+    return exits if self.tier is None else exits[:self.tier + 1]
+
+  @property
+  def width(self) -> Widths:
+    return self.widths or full_widths(self.cfg)
+
+  def embed(self, images: jax.Array) -> jax.Array:
+    """Images (B, H, W, C) -> tokens (B, N + 1, w): patches, CLS, positions."""
+    cfg, w = self.cfg, self.width.token
+    if images.shape[-1] == 1 and cfg.in_chans == 3:
+      images = jnp.repeat(images, 3, axis=-1)
+    if images.shape[1:3] != (cfg.image_size, cfg.image_size):
+      # The code's transforms.Resize((224, 224)): bilinear, done here on the fly
+      # so the dataset stays at its own size in memory.
+      images = jax.image.resize(
+          images, (images.shape[0], cfg.image_size, cfg.image_size, images.shape[-1]),
+          'bilinear')
+    p = cfg.patch_size
+    init = _torch_uniform(p * p * cfg.in_chans)
+    x = nn.Conv(w, (p, p), strides=(p, p), padding='VALID', kernel_init=init, bias_init=init,
+                conv_general_dilated=_patchify, name='patch')(images)
+    x = x.reshape(x.shape[0], -1, w)
+    cls = self.param('cls', nn.initializers.normal(INIT_STD), (w,))
+    pos = self.param('pos', nn.initializers.normal(INIT_STD), (cfg.num_patches + 1, w))
+    return jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, w)), x], axis=1) + pos
+
+  def scan(self, step, carry, **broadcast):
+    """``nn.scan`` of ``step(block, carry, l, **broadcast)`` over the blocks up to the last exit."""
+    cfg = self.cfg
+    length = self.exits[-1] + 1
+    block = Block(self.width, cfg.heads, cfg.eps, cfg.init_std, cfg.lora_rank, cfg.lora_alpha,
+                  name='blocks')
+    scanned = nn.scan(functools.partial(step, **broadcast), variable_axes={'params': 0},
+                      split_rngs={'params': True}, length=length)
+    return scanned(block, carry, jnp.arange(length))
+
+
+
+def class_token_step(block, x, l):
+  """A block, emitting its class token."""
+  del l
+  x = block(x)
+  return x, x[:, 0]
+
+
+def _modulated_step(block, carry, l, ree, rcfg, raw_history):
+  """A block, then Ree over the history and the modulation of the class token.
+
+  The history buffer holds one class token per block, real up to slot ``l``;
+  emits the exit logits Ree's head gives at block ``l``.
+  """
+  x, history = carry
+  x = block(x)
+  z = x[:, 0]
+  history = history.at[:, l].set(z)
+  m, logits = ree_lib.Ree(rcfg, parent=None).apply({'params': ree}, history, z, l + 1)
+  modulated = jax.lax.dynamic_index_in_dim(m, l + 1, axis=1, keepdims=False)
+  x = x.at[:, 0].set(modulated)
+  history = history.at[:, l].set(z if raw_history else modulated)
+  return (x, history), logits
+
+
+class ViT(Base):
+  """ReeFL's ViT: logits (B, classes) at each exit up to ``tier``'s.
+
+  Its ``blocks`` must have exactly the rows it runs (:func:`tier_params`).
+  """
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> list[jax.Array]:
+    cfg, exits = self.cfg, self.exits
+    rcfg = cfg.ree
+    ree = self.param('ree', lambda key: ree_lib.init(key, rcfg))
+    x = self.embed(images)
+    if cfg.modulation:
+      # One slot per block of the full model, whatever the tier: a tier then
+      # computes bit for bit what the full model computes up to its exit.
+      history = jnp.zeros((x.shape[0], cfg.depth, cfg.dim), x.dtype)
+      _, logits = self.scan(_modulated_step, (x, history), ree=ree, rcfg=rcfg,
+                            raw_history=cfg.raw_history)
+      return [logits[l] for l in exits]
+    _, tokens = self.scan(class_token_step, x)
+    tokens = jnp.swapaxes(tokens, 0, 1)  # (B, blocks, d)
+    reader = ree_lib.Ree(rcfg, parent=None)
+    return [reader.apply({'params': ree}, tokens[:, :l + 1], tokens[:, l])[1] for l in exits]
+
+
+class _Embedding(Base):
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    return self.embed(images)
+
+
+# ---------------------------------------------------------- pure functions
+
+
+def dummy_images(cfg: ViTConfig) -> jax.Array:
+  return jnp.zeros((1, cfg.image_size, cfg.image_size, cfg.in_chans), jnp.float32)
+
+
+def init(key: jax.Array, cfg: ViTConfig) -> dict:
+  """All parameters of the full model (every block, Ree with its shared head)."""
+  check(cfg)
+  return ViT(cfg).init(key, dummy_images(cfg))['params']
 
 
 def apply(params: dict, images: jax.Array, cfg: ViTConfig,
           tier: Optional[int] = None) -> list[jax.Array]:
   """Logits (B, classes) at every exit up to ``tier`` (None: all exits).
 
-  Only ``params['blocks'][:exit_blocks[tier] + 1]`` are read, so ``params`` may
-  hold just those blocks (a tier's own parameters).
+  Only the blocks up to ``exit_blocks[tier]`` are read, so ``params`` may hold
+  every block or just those (a tier's own parameters).
   """
-  exits = cfg.exits
-  tier = len(exits) - 1 if tier is None else tier
-  rcfg = cfg.ree
-  x = embed(params, images, cfg)
-  history, logits = [], []
-  for l in range(exits[tier] + 1):
-    x = block(params['blocks'][l], x, cfg)
-    z = x[:, 0]
-    is_exit = l in exits
-    m = None
-    if is_exit or cfg.modulation:
-      m = ree_lib.apply(params['ree'], jnp.stack(history + [z], axis=1), rcfg)
-    if is_exit:
-      logits.append(ree_lib.head(params['ree'], m, z, rcfg))
-    if cfg.modulation:
-      x = x.at[:, 0].set(m[:, -1])
-      history.append(z if cfg.raw_history else m[:, -1])
-    else:
-      history.append(z)
-  return logits
+  return ViT(cfg, tier).apply({'params': tier_params(params, tier, cfg)}, images)
 
 
-def tier_params(params: dict, tier: int, cfg: ViTConfig) -> dict:
+def embed(params: dict, images: jax.Array, cfg: ViTConfig) -> jax.Array:
+  """Images (B, H, W, C) -> tokens (B, N + 1, w): patches, CLS, positions."""
+  w = params['patch']['kernel'].shape[-1]  # cfg.dim, or a width slice (ScaleFL)
+  model = _Embedding(cfg, widths=Widths(w, w, w))
+  return model.apply({'params': {k: params[k] for k in ('patch', 'cls', 'pos')}}, images)
+
+
+def _rows(x, n: int):
+  """The first ``n`` rows of a stacked leaf (an array or a ``jax.ShapeDtypeStruct``)."""
+  if x.shape[0] == n:
+    return x
+  if isinstance(x, jax.ShapeDtypeStruct):
+    return jax.ShapeDtypeStruct((n,) + tuple(x.shape[1:]), x.dtype)
+  return x[:n]
+
+
+def tier_params(params: dict, tier: Optional[int], cfg: ViTConfig) -> dict:
   """The parameters a tier holds: everything but the blocks after its exit."""
-  return dict(params, blocks=params['blocks'][:cfg.exits[tier] + 1])
+  if tier is None:
+    return params
+  held = cfg.exits[tier] + 1
+  return dict(params, blocks=jax.tree.map(lambda x: _rows(x, held), params['blocks']))
+
+
+# ---------------------------------------------------------- paths by block
+
+_PER_BLOCK = re.compile(r'^blocks/(\d+)/(.+)$')
+
+
+def _row(x, i: int):
+  if isinstance(x, jax.ShapeDtypeStruct):
+    return jax.ShapeDtypeStruct(tuple(x.shape[1:]), x.dtype)
+  return x[i]
+
+
+def _stack(rows: list):
+  if isinstance(rows[0], jax.ShapeDtypeStruct):
+    return jax.ShapeDtypeStruct((len(rows),) + tuple(rows[0].shape), rows[0].dtype)
+  return jnp.stack(rows)
+
+
+def unstack(flat: dict) -> dict:
+  """``blocks/q/kernel`` (D, ...) -> ``blocks/0/q/kernel``, ..., one entry per block.
+
+  Entries already per block, and every other entry, pass through.
+  """
+  out = {}
+  for k, v in flat.items():
+    if k.startswith('blocks/') and not _PER_BLOCK.match(k):
+      rest = k[len('blocks/'):]
+      for i in range(v.shape[0]):
+        out[f'blocks/{i}/{rest}'] = _row(v, i)
+    else:
+      out[k] = v
+  return out
+
+
+def stack(flat: dict) -> dict:
+  """The inverse of :func:`unstack`: per-block entries stacked along a leading axis.
+
+  Blocks must be numbered 0..n-1 for every layer (big_vision's
+  ``pyloop_to_scan`` does the same for its checkpoints).
+  """
+  out, rows = {}, {}
+  for k, v in flat.items():
+    match = _PER_BLOCK.match(k)
+    if match:
+      rows.setdefault(match[2], {})[int(match[1])] = v
+    else:
+      out[k] = v
+  for rest, by_block in rows.items():
+    if sorted(by_block) != list(range(len(by_block))):
+      raise ValueError(f'blocks/*/{rest}: blocks {sorted(by_block)} are not 0..n-1')
+    out[f'blocks/{rest}'] = _stack([by_block[i] for i in range(len(by_block))])
+  return out
+
+
+def flatten(tree: dict) -> dict:
+  """``{'blocks/3/q/kernel': leaf, 'patch/kernel': leaf, ...}``: parameters by path, per block."""
+  return unstack(traverse_util.flatten_dict(tree, sep='/'))
+
+
+def unflatten(flat: dict) -> dict:
+  """The parameter tree of a flat dict (per-block or stacked block entries)."""
+  return traverse_util.unflatten_dict(stack(flat), sep='/')
+
+
+# ------------------------------------------------------------------ compute
 
 
 def macs_per_exit(cfg: ViTConfig) -> list[int]:
@@ -244,7 +455,8 @@ def macs_per_exit(cfg: ViTConfig) -> list[int]:
 
   Linear layers, the patch convolution and the attention products; norms,
   softmax and GELU are not counted. Ree runs after every block with
-  modulation, only at exits without it.
+  modulation, only at exits without it (the code's count: Ree over the
+  ``l + 1`` real tokens, not the padded buffer the scan carries).
   """
   t, d = cfg.num_patches + 1, cfg.dim
   p2c = cfg.patch_size ** 2 * cfg.in_chans

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import traverse_util
 
 from mg.reefl import config as reefl_config
 from mg.reefl import run as reefl_run
@@ -19,7 +20,6 @@ from mg.harness import divergence
 from mg.harness import fields
 from mg.models import pretrained
 from mg.models import vit
-from mg.models.tree_paths import flatten
 
 
 # ITU-R BT.601 luma, the usual RGB -> grey weights.
@@ -135,6 +135,7 @@ def pretrain(config, out: str, *, epochs: int, lr: float, batch: int, seed: int 
     acc = held_out_accuracy(params)
     if progress is not None:
       progress(epoch + 1, mean_loss, acc)
-  backbone = {k: np.asarray(v) for k, v in flatten(params).items() if pretrained.is_backbone(k)}
-  np.savez(out, **backbone)
+  backbone = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(params, sep='/').items()
+              if pretrained.is_backbone(k)}
+  np.savez(out, **backbone)  # the blocks stacked, as the model holds them
   return acc

@@ -186,7 +186,7 @@ def _baseline(config, method, regime, seed, clients, programs, hp: early_exit.Hp
   if config.model.init_checkpoint:
     params = pretrained.load_backbone(config.model.init_checkpoint, params, cfg)
   scope = None if programs is None else programs.setdefault('baselines', {})
-  alg, spec = baselines.build(method, cfg, params, regime=regime, batch_size=fl.batch_size,
+  alg, spec = baselines.build(method, cfg, regime=regime, batch_size=fl.batch_size,
                               clip=fl.clip, hp=hp, options=baseline_options(config, method),
                               num_clients=len(clients), programs=scope)
   state = alg.init(params)
@@ -241,7 +241,7 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
     local = reefl.LocalConfig(batch_size=fl.batch_size, clip=fl.clip, ema=fl.ema,
                               temperature=fl.temperature, kd_mode=kd_mode)
     hp = reefl.Hparams(rounds=fl.rounds, lr=lr, min_lr=min_lr, kd_rounds=kd_rounds)
-    alg = reefl.reefl(cfg, params, regime=regime, local=local, hp=hp, name=method,
+    alg = reefl.reefl(cfg, regime=regime, local=local, hp=hp, name=method,
                       programs=None if programs is None else programs.setdefault(
                           (regime, modulation), {}))
     state = alg.init(params)
@@ -260,7 +260,12 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
     curve, train_time, uploaded = resume['curve'], resume['train_time'], resume['uploaded']
     first_loss = resume['first_loss']
     teacher = {int(k): np.asarray(v) for k, v in resume['teacher'].items()}
-    restored = checkpoint_lib.restore_like(saved(state), resume['params'], 'params')
+    try:
+      restored = checkpoint_lib.restore_like(saved(state), resume['params'], 'params')
+    except checkpoint_lib.CheckpointError as e:
+      raise checkpoint_lib.CheckpointError(
+          f'{e} (checkpoints written before the ViT\'s blocks were stacked hold one set per '
+          'block and do not resume: rerun with --config.resume=False)') from e
     state = (state._replace(params=restored[0], opt_state=restored[1])
              if isinstance(restored, tuple) else state._replace(params=restored))
     state = state._replace(round=jnp.int32(resume['round']))

@@ -13,7 +13,7 @@ from mg.federated import server as server_lib
 from mg.reefl.algorithms import depthfl, early_exit, exclusivefl, inclusivefl, scalefl
 from mg.federated.mapping import ClientOutput
 from mg.models import exit_heads, vit
-from mg.models.tree_paths import flatten
+from mg.models.vit import flatten
 
 TINY = vit.ViTConfig(image_size=8, patch_size=4, in_chans=1, dim=8, depth=4, heads=2,
                      num_exits=2, num_classes=3, init_std=0.0)
@@ -25,10 +25,10 @@ def _a(*v):
 
 def _fake_params(depth, exits):
   """A parameter tree shaped like ``exit_heads.init``'s, one small leaf per layer."""
-  leaf = lambda: {'kernel': jnp.zeros((1,)), 'bias': jnp.zeros((1,))}
+  leaf = lambda *lead: {'kernel': jnp.zeros(lead + (1,)), 'bias': jnp.zeros(lead + (1,))}
   return {'patch': leaf(), 'cls': jnp.zeros((1,)),
-          'blocks': [{'q': leaf(), 'fc1': leaf()} for _ in range(depth)],
-          'heads': [{'dense': leaf()} for _ in range(exits)]}
+          'blocks': {'q': leaf(depth), 'fc1': leaf(depth)},
+          'heads': {str(e): {'dense': leaf()} for e in range(exits)}}
 
 
 # ------------------------------------------------------------------ ExclusiveFL

@@ -11,7 +11,7 @@ from scipy import special
 from mg.models import ree as ree_lib
 from mg.models import vit
 
-# Eager op-by-op dispatch of the unrolled blocks is slow; jitted runs compile fast.
+# Eager op-by-op dispatch is slow; jitted runs compile fast.
 apply = jax.jit(vit.apply, static_argnums=(2, 3))
 init = jax.jit(vit.init, static_argnums=1)
 
@@ -58,7 +58,7 @@ def _np_ree(p, tokens, heads=8, attn_dim=16):
   """Ree as the code's ``Ree.forward``, one batch row at a time."""
   b, n, d = tokens.shape
   x = np.concatenate([np.broadcast_to(p['meta'], (b, 1, d)), tokens], 1) + p['pos'][:n + 1]
-  layer = p['layers'][0]
+  layer = p['layers_0']
   out = []
   for row in x:
     h = _ln(row, layer['ln1'], 1e-5)
@@ -99,7 +99,7 @@ def _np_forward(p, images, cfg, modulation=True):
   x = patches @ p['patch']['kernel'].reshape(-1, cfg.dim) + p['patch']['bias']
   x = np.concatenate([np.broadcast_to(p['cls'], (b, 1, cfg.dim)), x], 1) + p['pos']
   cls_tokens, logits = [], []
-  for l, bp in enumerate(p['blocks']):
+  for l, bp in enumerate(_per_block(p['blocks'])):
     x = _np_block(bp, x, cfg.heads)
     cls_tokens.append(x[:, 0].copy())
     mod = None
@@ -114,6 +114,12 @@ def _np_forward(p, images, cfg, modulation=True):
       x[:, 0] = mod[:, -1]
       cls_tokens[-1] = mod[:, -1]  # the appended view sees the in-place write
   return logits
+
+
+def _per_block(stacked):
+  """The stacked block parameters as one tree per block."""
+  depth = jax.tree.leaves(stacked)[0].shape[0]
+  return [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(depth)]
 
 
 def _random_params(cfg, seed=0):
@@ -170,21 +176,20 @@ def test_truncated_tier_equals_full_model_and_has_zero_grads():
 
   grads = jax.jit(jax.grad(lambda p: jnp.sum(vit.apply(p, images, CFG, tier=0)[0] ** 2)))(params)
   held = CFG.exits[0] + 1
-  for b in grads['blocks'][held:]:
-    for leaf in jax.tree.leaves(b):
-      assert np.all(np.asarray(leaf) == 0.0)
-  assert any(np.any(np.asarray(x) != 0) for x in jax.tree.leaves(grads['blocks'][:held]))
+  for leaf in jax.tree.leaves(grads['blocks']):
+    assert np.all(np.asarray(leaf)[held:] == 0.0)
+  assert any(np.any(np.asarray(x)[:held] != 0) for x in jax.tree.leaves(grads['blocks']))
 
 
 def test_lora_starts_as_the_base_model_and_macs_grow():
   cfg = CFG._replace(lora_rank=2, lora_alpha=4.0)
   params = init(jax.random.PRNGKey(0), cfg)
-  assert params['blocks'][0]['q']['lora_a'].shape == (16, 2)
-  assert 'lora_a' not in params['blocks'][0]['k']
-  base = jax.tree.map(lambda x: x, params)
-  for b in base['blocks']:
-    for name in ('q', 'v'):
-      b[name] = {'kernel': b[name]['kernel'], 'bias': b[name]['bias']}
+  assert params['blocks']['q']['lora_a'].shape == (CFG.depth, 16, 2)
+  assert 'lora_a' not in params['blocks']['k']
+  blocks = dict(params['blocks'])
+  for name in ('q', 'v'):
+    blocks[name] = {'kernel': blocks[name]['kernel'], 'bias': blocks[name]['bias']}
+  base = dict(params, blocks=blocks)
   images = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 1))
   for a, b in zip(apply(params, images, cfg), apply(base, images, CFG)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
@@ -192,3 +197,37 @@ def test_lora_starts_as_the_base_model_and_macs_grow():
   assert len(macs) == 2 and macs[0] < macs[1]
   # Without modulation Ree runs at the exits only: fewer MACs.
   assert vit.macs_per_exit(CFG._replace(modulation=False))[1] < macs[1]
+
+
+@pytest.mark.parametrize('init_std', [0.02, 0.0])
+def test_initial_parameters_follow_the_codes_distributions(init_std):
+  """Linear N(0, std^2) or N(0, 1/d_in); patch U(+-1/sqrt fan_in); CLS, positions, meta N(0, 0.02^2);
+  LoRA A U(+-1/sqrt d_in), B 0; zero biases, unit norms (every leaf checked)."""
+  cfg = vit.ViTConfig(image_size=32, patch_size=8, in_chans=3, dim=64, depth=4, heads=4,
+                      num_exits=2, num_classes=10, lora_rank=8, init_std=init_std)
+  flat = vit.flatten(init(jax.random.PRNGKey(0), cfg))
+  fan_in = 8 * 8 * 3
+  seen = set()
+  for path, x in flat.items():
+    x = np.asarray(x)
+    leaf = path.rsplit('/', 1)[-1]
+    if path.startswith('patch/'):
+      bound = 1 / math.sqrt(fan_in)
+      assert x.min() >= -bound and x.max() <= bound and x.std() > 0.9 * bound / math.sqrt(3)
+    elif path in ('cls', 'pos', 'ree/meta', 'ree/pos'):
+      assert abs(x.std() - 0.02) < 0.1 * 0.02 or x.size < 200, path
+    elif leaf == 'scale':
+      assert np.all(x == 1.0), path
+    elif leaf == 'bias':
+      assert np.all(x == 0.0), path
+    elif leaf == 'lora_a':
+      bound = 1 / math.sqrt(x.shape[0])
+      assert x.min() >= -bound and x.max() <= bound and x.std() > 0.8 * bound / math.sqrt(3)
+    elif leaf == 'lora_b':
+      assert np.all(x == 0.0), path
+    else:
+      assert leaf == 'kernel', path
+      want = init_std or 1 / math.sqrt(x.shape[0])
+      assert abs(x.mean()) < 0.1 * want and abs(x.std() - want) < 0.1 * want, (path, x.std())
+    seen.add(leaf)
+  assert seen == {'kernel', 'bias', 'scale', 'lora_a', 'lora_b', 'cls', 'pos', 'meta'}

@@ -49,7 +49,7 @@ def sample_clients(method: str, seed: int, round_: int, tiers, per_round: int) -
   return reefl.sample_clients(seed, round_, len(tiers), per_round)
 
 
-def build(method: str, cfg: vit.ViTConfig, template, *, regime: str, batch_size: int,
+def build(method: str, cfg: vit.ViTConfig, *, regime: str, batch_size: int,
           clip: float, hp: early_exit.Hparams, options: Options, num_clients: int,
           programs: dict | None = None, trace_counts: dict | None = None):
   """``(algorithm, spec)`` of a head-based baseline (``HEAD_METHODS``)."""
@@ -77,6 +77,6 @@ def build(method: str, cfg: vit.ViTConfig, template, *, regime: str, batch_size:
     hp = hp._replace(kd_weight=options.scalefl_kd_weight)
   else:
     raise ValueError(f'method {method!r}: expected one of {HEAD_METHODS}')
-  alg = early_exit.algorithm(method, spec, template, regime=regime, local=local, hp=hp,
+  alg = early_exit.algorithm(method, spec, regime=regime, local=local, hp=hp,
                              extra=extra, programs=programs, trace_counts=trace_counts)
   return alg, spec

@@ -37,7 +37,7 @@ import numpy as np
 
 from mg.reefl.algorithms import early_exit, exclusivefl
 from mg.models import vit
-from mg.models.tree_paths import flatten, unflatten
+from mg.models.vit import flatten, unflatten
 
 
 def spec(cfg: vit.ViTConfig, regime: str) -> early_exit.Spec:
@@ -93,6 +93,6 @@ def feddyn_spec(cfg: vit.ViTConfig, regime: str, num_clients: int, alpha: float)
         ids = jnp.asarray([c for c, _ in rows])
         g[k] = g[k].at[ids].set(jnp.stack([r for _, r in rows]))
     h = {k: jnp.asarray(v) for k, v in h.items()}
-    return unflatten({**flat, **new}, state.params), {'h': h, 'g': g}
+    return unflatten({**flat, **new}), {'h': h, 'g': g}
 
   return exclusivefl.spec(cfg, regime)._replace(server=server, client_state=True)

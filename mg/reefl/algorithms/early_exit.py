@@ -42,7 +42,7 @@ import numpy as np
 
 from mg.reefl.algorithms import reefl
 from mg.reefl.algorithms.reefl import exit_cross_entropies
-from mg.models.tree_paths import flatten, unflatten
+from mg.models.vit import flatten, stack, unflatten, unstack
 
 KD_MODES = ('none', 'all', 'forward')
 
@@ -141,14 +141,16 @@ def knobs(local: LocalConfig, lr: float, kd_w: float) -> Knobs:
                f(local.weight_decay), f(local.feddyn_alpha))
 
 
-def make_local_train(forward: Callable, like: dict, batch_size: int, clip: float,
+def make_local_train(forward: Callable, batch_size: int, clip: float,
                      trace_counts: dict | None = None, name=None):
   """``train(trainable, frozen, prev, images, labels, index, count, key, knobs)``, jitted.
 
-  ``forward(params, images) -> [logits per exit]``; ``like`` the tier's
-  parameter tree (shapes only); ``prev`` the client's FedDyn state (a dict
-  like ``trainable``; zeros and ``alpha = 0`` turn FedDyn off). One shuffled
-  epoch of batches of ``batch_size``, the last partial batch masked.
+  ``forward(params, images) -> [logits per exit]``; ``trainable`` and
+  ``frozen`` the tier's parameters by path, one entry per block
+  (:func:`mg.models.vit.flatten`), stacked once per call for the scanned
+  blocks; ``prev`` the client's FedDyn state (a dict like ``trainable``;
+  zeros and ``alpha = 0`` turn FedDyn off). One shuffled epoch of batches of
+  ``batch_size``, the last partial batch masked.
   Returns ``(trainable, stats)``, ``stats = {'loss', 'steps'}``.
   """
   bsz = batch_size
@@ -158,10 +160,11 @@ def make_local_train(forward: Callable, like: dict, batch_size: int, clip: float
       trace_counts[name] = trace_counts.get(name, 0) + 1
     n_max = index.shape[0]
     order, steps = reefl.epoch_order(key, count, n_max, bsz)
+    trainable, frozen, prev = stack(trainable), stack(frozen), stack(prev)
     anchor = trainable
 
     def loss_fn(tr, x, y, w):
-      logits = jnp.stack(forward(unflatten({**tr, **frozen}, like), x))
+      logits = jnp.stack(forward(unflatten({**tr, **frozen}), x))
       loss, _ = local_loss(logits, y, w, kn.mode, kn.kd_w, kn.temperature)
       return loss + feddyn_penalty(tr, prev, anchor, kn.alpha)
 
@@ -177,7 +180,7 @@ def make_local_train(forward: Callable, like: dict, batch_size: int, clip: float
       return tr, loss_sum + loss
 
     trainable, loss_sum = jax.lax.fori_loop(0, steps, body, (trainable, jnp.zeros(())))
-    return trainable, {'loss': loss_sum / jnp.maximum(steps, 1), 'steps': steps}
+    return unstack(trainable), {'loss': loss_sum / jnp.maximum(steps, 1), 'steps': steps}
 
   return jax.jit(train)
 
@@ -214,15 +217,14 @@ class Spec(NamedTuple):
   client_state: bool = False
 
 
-def algorithm(name: str, spec: Spec, template, *, regime: str, local: LocalConfig,
+def algorithm(name: str, spec: Spec, *, regime: str, local: LocalConfig,
               hp: Hparams, extra: Callable = lambda params: {}, programs: dict | None = None,
               trace_counts: dict | None = None):
   """A baseline as :class:`mg.federated.mapping.Algorithm` pure functions.
 
   The server state is :class:`mg.federated.server.ServerState` with the
   method's extra state (InclusiveFL's personal layers and momenta, FedDyn's
-  ``h`` and client states) in ``opt_state``. ``template``: the full parameter
-  tree (or its ``jax.eval_shape``). ``output(state)`` is what ``spec.logits``
+  ``h`` and client states) in ``opt_state``. ``output(state)`` is what ``spec.logits``
   reads (InclusiveFL: the global and the personal layers).
   """
   from mg.federated import server as server_lib  # pylint: disable=g-import-not-at-top
@@ -242,8 +244,7 @@ def algorithm(name: str, spec: Spec, template, *, regime: str, local: LocalConfi
     tier = data.tier
     pkey = spec.program_key(tier)
     if pkey not in programs:
-      like = spec.tier_tree(template, None, tier)
-      programs[pkey] = make_local_train(spec.forward(tier), like, local.batch_size, local.clip,
+      programs[pkey] = make_local_train(spec.forward(tier), local.batch_size, local.clip,
                                         trace_counts, pkey)
     train = shared[0]
     if spec.client_state:
@@ -283,7 +284,7 @@ def weighted_mean_server(regime: str) -> Callable:
     del outputs
     flat = flatten(state.params)
     new = reefl.aggregate(split(flat, regime)[0], uploads)
-    return unflatten({**flat, **new}, state.params), state.opt_state
+    return unflatten({**flat, **new}), state.opt_state
   return server
 
 

@@ -46,7 +46,7 @@ import numpy as np
 
 from mg.reefl.algorithms import early_exit
 from mg.models import exit_heads, vit
-from mg.models.tree_paths import flatten, unflatten
+from mg.models.vit import flatten, unflatten
 
 
 def personal_blocks(cfg: vit.ViTConfig, tier: int) -> list[int]:
@@ -87,8 +87,8 @@ def init_extra(cfg: vit.ViTConfig, params, regime: str) -> dict:
   for t in range(cfg.num_exits):
     layers = {}
     for b in momentum_blocks(cfg, t):
-      for k, v in early_exit.split(flatten({'blocks': {str(b): params['blocks'][b]}}),
-                                   regime)[0].items():
+      block = {k: v for k, v in flat.items() if k.startswith(f'blocks/{b}/')}
+      for k, v in early_exit.split(block, regime)[0].items():
         layers[k.split('/', 2)[2]] = jnp.zeros_like(v)
     momentum.append(layers)
   return {'personal': personal, 'momentum': momentum}
@@ -150,7 +150,7 @@ def _tier_tree(params, extra, tier, cfg):
   tree = _local(params, cfg, tier)
   if extra is None:
     return tree
-  return unflatten({**flatten(tree), **extra['personal'][tier]}, tree)
+  return unflatten({**flatten(tree), **extra['personal'][tier]})
 
 
 def _logits(tree, images, cfg):
@@ -172,7 +172,7 @@ def spec(cfg: vit.ViTConfig, regime: str, beta: float = 0.2) -> early_exit.Spec:
                                         state.opt_state['momentum'], groups, cfg, beta)
     as_j = lambda d: {k: jnp.asarray(v) for k, v in d.items()}
     extra = {'personal': [as_j(p) for p in personal], 'momentum': [as_j(m) for m in momentum]}
-    return unflatten({**flat, **new}, state.params), extra
+    return unflatten({**flat, **new}), extra
 
   return early_exit.Spec(
       tier_tree=functools.partial(_tier_tree, cfg=cfg),

@@ -61,7 +61,7 @@ import optax
 from mg.federated import server as server_lib
 from mg.federated.mapping import Algorithm, ClientOutput
 from mg.models import vit
-from mg.models.tree_paths import flatten, unflatten  # noqa: F401 (re-export)
+from mg.models.vit import flatten, unflatten  # noqa: F401 (re-export)
 
 REGIMES = ('full', 'frozen', 'lora')
 KD_MODES = ('dynamic', 'last', 'none')
@@ -208,14 +208,15 @@ def epoch_order(key, count, n_max: int, batch_size: int):
   order = jnp.argsort(jnp.where(slots < count, jax.random.uniform(key, (n_max,)), 2.0))
   return order, (count + batch_size - 1) // batch_size
 
-def make_local_train(cfg: vit.ViTConfig, tier: int, local: LocalConfig, like: dict,
-                     regime: str, trace_counts: dict | None = None):
+def make_local_train(cfg: vit.ViTConfig, tier: int, local: LocalConfig,
+                     trace_counts: dict | None = None):
   """``train(trainable, frozen, images, labels, index, count, key, lr, kd_w, mode)``, jitted.
 
-  ``like`` is the tier's parameter tree (shapes only); ``mode`` indexes
-  ``KD_MODES`` (``local.kd_mode`` is not read). Returns ``(trainable,
-  stats)`` with ``stats = {'loss': mean batch loss, 'teacher': (E,) counts,
-  'steps'}``.
+  ``trainable`` and ``frozen`` are the tier's parameters by path, one entry
+  per block (:func:`mg.models.vit.flatten`); they are stacked once per call
+  for the scanned blocks. ``mode`` indexes ``KD_MODES`` (``local.kd_mode`` is
+  not read). Returns ``(trainable, stats)`` with ``stats = {'loss': mean batch
+  loss, 'teacher': (E,) counts, 'steps'}``.
   """
   num_exits = tier + 1
   bsz = local.batch_size
@@ -225,10 +226,10 @@ def make_local_train(cfg: vit.ViTConfig, tier: int, local: LocalConfig, like: di
       trace_counts[tier] = trace_counts.get(tier, 0) + 1
     n_max = index.shape[0]
     order, steps = epoch_order(key, count, n_max, bsz)
+    trainable, frozen = vit.stack(trainable), vit.stack(frozen)
 
     def loss_fn(tr, x, y, w, ema):
-      params = unflatten({**tr, **frozen}, like)
-      logits = jnp.stack(vit.apply(params, x, cfg, tier))
+      logits = jnp.stack(vit.apply(unflatten({**tr, **frozen}), x, cfg, tier))
       return local_loss(logits, y, w, ema, kd_w, local, mode)
 
     def body(b, carry):
@@ -246,8 +247,8 @@ def make_local_train(cfg: vit.ViTConfig, tier: int, local: LocalConfig, like: di
 
     carry = (trainable, jnp.zeros((num_exits,)), jnp.zeros(()), jnp.zeros((num_exits,)))
     trainable, _, loss_sum, teacher_counts = jax.lax.fori_loop(0, steps, body, carry)
-    return trainable, {'loss': loss_sum / jnp.maximum(steps, 1), 'teacher': teacher_counts,
-                       'steps': steps}
+    return vit.unstack(trainable), {'loss': loss_sum / jnp.maximum(steps, 1),
+                                    'teacher': teacher_counts, 'steps': steps}
 
   return jax.jit(train)
 
@@ -282,12 +283,11 @@ class Hparams(NamedTuple):
   kd_rounds: float = 300.0
 
 
-def reefl(cfg: vit.ViTConfig, template, *, regime: str, local: LocalConfig, hp: Hparams,
+def reefl(cfg: vit.ViTConfig, *, regime: str, local: LocalConfig, hp: Hparams,
           name: str = 'reefl', trace_counts: dict | None = None,
           programs: dict | None = None) -> Algorithm:
   """ReeFL as pure functions around one compiled local-training program per tier.
 
-  ``template`` is the full parameter tree (or its ``jax.eval_shape``).
   ``programs``: a dict of compiled per-tier programs to share between
   algorithms with the same model, regime and local settings but another
   teacher mode (the caller keys it); default: this algorithm's own.
@@ -313,8 +313,7 @@ def reefl(cfg: vit.ViTConfig, template, *, regime: str, local: LocalConfig, hp: 
   def client(shared, data: ClientData, images, labels, key, round_):
     tier = data.tier
     if tier not in programs:
-      like = vit.tier_params(template, tier, cfg)
-      programs[tier] = make_local_train(cfg, tier, local, like, regime, trace_counts)
+      programs[tier] = make_local_train(cfg, tier, local, trace_counts)
     lr = learning_rate(round_, hp.rounds, hp.lr, hp.min_lr)
     kd_w = kd_weight(round_, hp.kd_rounds)
     trainable, stats = programs[tier](shared[0], shared[1], images, labels, data.index,
@@ -324,7 +323,7 @@ def reefl(cfg: vit.ViTConfig, template, *, regime: str, local: LocalConfig, hp: 
   def server(state, outputs):
     global_flat = split(flatten(state.params), regime)[0]
     new = aggregate(global_flat, [(o.tree, float(o.weight)) for o in outputs])
-    params = unflatten({**flatten(state.params), **new}, state.params)
+    params = unflatten({**flatten(state.params), **new})
     params = jax.tree.map(jnp.asarray, params)
     finite = bool(all(np.all(np.isfinite(v)) for v in new.values()))
     return state._replace(params=params, round=state.round + 1), {'finite': finite}

@@ -39,7 +39,7 @@ import numpy as np
 
 from mg.reefl.algorithms import early_exit
 from mg.models import exit_heads, vit
-from mg.models.tree_paths import flatten, unflatten
+from mg.models.vit import flatten, unflatten
 
 
 def default_widths(num_exits: int) -> tuple[float, ...]:
@@ -86,7 +86,7 @@ def spec(cfg: vit.ViTConfig, regime: str, widths: Sequence[float]) -> early_exit
     del outputs
     flat = flatten(state.params)
     new = count_mean(early_exit.split(flat, regime)[0], [u for u, _ in uploads])
-    return unflatten({**flat, **new}, state.params), state.opt_state
+    return unflatten({**flat, **new}), state.opt_state
 
   return early_exit.Spec(
       tier_tree=functools.partial(_tier_tree, cfg=cfg, widths=widths),
