@@ -82,7 +82,7 @@ def task_arrays(images: np.ndarray, labels: np.ndarray,
 
 
 def masked_mean(values: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-  r"""Mean of per-row ``values`` over the rows that ``mask`` marks as real.
+  r"""Mean of per-row ``values`` over the rows that ``mask`` marks as real (the last axis).
 
   .. math::
 
@@ -95,13 +95,14 @@ def masked_mean(values: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     masked_mean(optax.softmax_cross_entropy_with_integer_labels(logits, y), mask)
 
   Args:
-    values: (B,) per-row values (a loss, 0/1 correctness).
+    values: (..., B) per-row values (a loss, 0/1 correctness), rows last; any
+      leading axes (e.g. one per exit) are kept.
     mask: (B,) 0/1 validity weights; ``None`` means all ones (a plain mean).
   """
   if mask is None:
-    return jnp.mean(values)
+    return jnp.mean(values, axis=-1)
   mask = jnp.asarray(mask, values.dtype)
-  return jnp.sum(mask * values) / jnp.maximum(jnp.sum(mask), 1.0)
+  return jnp.sum(mask * values, axis=-1) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
 def select_tasks(tasks: TaskArrays, idx) -> TaskArrays:

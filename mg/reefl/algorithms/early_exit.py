@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mg.data import masked_mean
 from mg.reefl.algorithms import reefl
 from mg.reefl.algorithms.reefl import exit_cross_entropies
 from mg.models.vit import flatten, stack, unflatten, unstack
@@ -77,7 +78,7 @@ def size(flat: dict) -> int:
 def _kl(target_logp, logp, weights):
   """Batch-mean ``KL(exp(target) || exp(logp))`` over the last axis, masked."""
   kl = jnp.sum(jnp.exp(target_logp) * (target_logp - logp), axis=-1)
-  return jnp.sum(kl * weights, axis=-1) / jnp.maximum(jnp.sum(weights), 1.0)
+  return masked_mean(kl, weights)
 
 
 def kd_all(logits: jax.Array, weights, temperature: float) -> jax.Array:

@@ -58,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mg.data import masked_mean
 from mg.federated import server as server_lib
 from mg.federated.mapping import Algorithm, ClientOutput
 from mg.models import vit
@@ -149,7 +150,7 @@ def exit_cross_entropies(logits: jax.Array, labels, weights) -> jax.Array:
   """(E,) masked mean cross-entropy per exit of logits (E, B, C)."""
   ce = optax.softmax_cross_entropy_with_integer_labels(
       logits, jnp.broadcast_to(labels, logits.shape[:2]))
-  return jnp.sum(ce * weights, axis=1) / jnp.maximum(jnp.sum(weights), 1.0)
+  return masked_mean(ce, weights)
 
 
 def kd_terms(logits: jax.Array, teacher, weights, temperature: float) -> jax.Array:
@@ -157,7 +158,7 @@ def kd_terms(logits: jax.Array, teacher, weights, temperature: float) -> jax.Arr
   logp = jax.nn.log_softmax(logits / temperature, axis=-1)
   target = jax.lax.stop_gradient(logp[teacher])
   kl = jnp.sum(jnp.exp(target) * (target - logp), axis=-1)        # (E, B)
-  kl = jnp.sum(kl * weights, axis=1) / jnp.maximum(jnp.sum(weights), 1.0)
+  kl = masked_mean(kl, weights)
   others = jnp.arange(logits.shape[0]) != teacher
   return jnp.where(others, kl, 0.0) * temperature ** 2
 
@@ -321,9 +322,9 @@ def reefl(cfg: vit.ViTConfig, *, regime: str, local: LocalConfig, hp: Hparams,
     return ClientOutput(trainable, data.count, dict(stats, tier=tier))
 
   def server(state, outputs):
-    global_flat = split(flatten(state.params), regime)[0]
-    new = aggregate(global_flat, [(o.tree, float(o.weight)) for o in outputs])
-    params = unflatten({**flatten(state.params), **new})
+    flat = flatten(state.params)
+    new = aggregate(split(flat, regime)[0], [(o.tree, float(o.weight)) for o in outputs])
+    params = unflatten({**flat, **new})
     params = jax.tree.map(jnp.asarray, params)
     finite = bool(all(np.all(np.isfinite(v)) for v in new.values()))
     return state._replace(params=params, round=state.round + 1), {'finite': finite}
