@@ -508,7 +508,7 @@ def main(argv):
     systems.get(_CONFIG.value).validate(_CONFIG.value)
   except cli.USER_ERRORS as e:
     cli.exit_with(e)
-  backend.configure(tune_cpu=_TUNE_CPU.value)
+  backend.configure(tune_cpu=_TUNE_CPU.value, cpu_options=systems.cpu_options(_CONFIG.value))
   result = _BENCHES[systems.name_of(_CONFIG.value)](_CONFIG.value)
   sys.stdout.write(json.dumps(result) + '\n')
 

@@ -7,17 +7,18 @@ config's first regime, on synthetic inputs of the dataset's shapes (speed does
 not depend on the pixels):
 
 * one row per budget tier (``section`` 'tier<t>'): one client's local training
-  program (``mg.reefl.algorithms.reefl.make_local_train``: one epoch of
-  ``--reefl_client_images`` images in batches of ``fl.batch_size``, KD and
-  clipping included) against that tier's single-step roofline, one jitted
-  ``value_and_grad`` + clipped SGD step of the same loss on one batch, timed
-  in alternation;
+  (``mg.reefl.algorithms.reefl.make_local_train``, the one program every tier
+  runs: one epoch of ``--reefl_client_images`` images in batches of
+  ``fl.batch_size``, KD and clipping included) against that tier's
+  single-step roofline, one jitted ``value_and_grad`` + clipped SGD step of
+  the same loss on one batch of the truncated model, timed in alternation
+  (the program compiles at the first tier's row);
 * one row for a whole round (``section`` 'round'): ``fl.clients_per_round``
   clients of tiers ``i mod E`` one after another plus the float64 aggregation
   (``mg.reefl.algorithms.reefl.train_round``); its roofline is the round's steps at
-  the tier rows' step times. The round compiles its own per-tier programs, so
-  its ``compile`` column is how much longer a run's cold first round takes
-  than a later one.
+  the tier rows' step times. The round compiles its own program, so its
+  ``compile`` column is how much longer a run's cold first round takes than
+  a later one.
 
 Rows have the fields of the MetaGater rows (``tasks_per_round`` = clients,
 ``local_steps`` = batches per client) plus ``tier``.
@@ -25,6 +26,7 @@ Rows have the fields of the MetaGater rows (``tasks_per_round`` = clients,
 
 from __future__ import annotations
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 
@@ -62,6 +64,12 @@ def _tier_step(cfg, tier: int, local):
   return step
 
 
+def _own(state, cfg, tier: int, regime: str):
+  """(trainable, frozen) of the tier's truncated model, blocks stacked: the roofline's input."""
+  own = traverse_util.flatten_dict(vit.tier_params(state.params, tier, cfg), sep='/')
+  return reefl.split(own, regime)
+
+
 def reefl_rows(config, time_row, client_images: int, print_row) -> tuple[list, str]:
   """The ReeFL rows (module docstring) and the data note.
 
@@ -83,7 +91,7 @@ def reefl_rows(config, time_row, client_images: int, print_row) -> tuple[list, s
   steps = -(-client_images // fl.batch_size)
   batch = (images[:fl.batch_size], labels[:fl.batch_size])
   key = jax.random.PRNGKey(2)
-  programs = {}  # tier -> compiled local training, shared by the tier rows and the round
+  programs = {}  # the compiled local training, shared by the tier rows
   alg = reefl.reefl(cfg, regime=regime, local=local,
                     hp=reefl.Hparams(rounds=fl.rounds, lr=fl.lr, min_lr=fl.min_lr,
                                      kd_rounds=fl.kd_rounds), programs=programs)
@@ -92,21 +100,21 @@ def reefl_rows(config, time_row, client_images: int, print_row) -> tuple[list, s
                 batch_size=fl.batch_size, data='synthetic', devices=1, note='',
                 peak_memory_bytes=None, device_peak_bytes=None)
   rows, step_seconds, steps_of = [], {}, {}
+  program = programs['all'] = reefl.make_local_train(cfg, local)
   for tier in range(cfg.num_exits):
     shared = alg.broadcast(state, tier)
-    program = programs[tier] = reefl.make_local_train(cfg, tier, local)
     data = reefl.ClientData(jnp.arange(client_images, dtype=jnp.int32),
                             jnp.int32(client_images), tier)
     mode = jnp.int32(reefl.KD_MODES.index(kd_mode))
 
-    def one_client(s, d, k, program=program, shared=shared, data=data, mode=mode):
+    def one_client(s, d, k, shared=shared, data=data, mode=mode):
       del s, d
       return program(shared[0], shared[1], images, labels, data.index, data.count, k,
-                     jnp.float32(fl.lr), jnp.float32(1.0), mode)
+                     jnp.float32(fl.lr), jnp.float32(1.0), mode, jnp.int32(data.tier))
 
     step = steps_of[tier] = _tier_step(cfg, tier, local)
-    stacked = (vit.stack(shared[0]), vit.stack(shared[1]))
-    t = time_row(one_client, None, None, key, step, (stacked, batch, key), steps)
+    t = time_row(one_client, None, None, key, step, (_own(state, cfg, tier, regime), batch, key),
+                 steps)
     step_seconds[tier] = t['step']
     rows.append(_row(dict(common, section=f'tier{tier}'), t, model=f'vit-tier{tier}', tier=tier,
                      tasks=1, steps=steps))
@@ -125,9 +133,8 @@ def reefl_rows(config, time_row, client_images: int, print_row) -> tuple[list, s
     return reefl.train_round(cold, s, client_list, images, labels, range(clients), k, 1)[0]
 
   last = cfg.num_exits - 1
-  shared = alg.broadcast(state, last)
   t = time_row(one_round, state, None, key, steps_of[last],
-               ((vit.stack(shared[0]), vit.stack(shared[1])), batch, key), steps)
+               (_own(state, cfg, last, regime), batch, key), steps)
   t['step'] = (sum(step_seconds[c.tier] for c in client_list) / clients)
   rows.append(_row(dict(common, section='round'), t, model='vit-all-tiers', tier=None,
                    tasks=clients, steps=steps))

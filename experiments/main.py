@@ -45,6 +45,7 @@ def main(argv):
   cli.quiet_logs()
   # XLA:CPU options and multi-host set-up must come before any JAX computation.
   backend.configure(_CONFIG.value.get('distributed'),
+                    cpu_options=systems.cpu_options(_CONFIG.value),
                     compile_cache_dir=_CONFIG.value.get('compile_cache_dir'))
   config_name = os.path.splitext(os.path.basename(flags.FLAGS['config'].config_filename))[0]
   workdir = _WORKDIR.value or cli.default_workdir(config_name)

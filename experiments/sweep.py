@@ -59,6 +59,7 @@ def main(argv):
   cli.quiet_logs()
   config = _CONFIG.value
   backend.configure(config.get('distributed'),  # as experiments.main does
+                    cpu_options=systems.cpu_options(config),
                     compile_cache_dir=config.get('compile_cache_dir'))
   config_name = os.path.splitext(os.path.basename(flags.FLAGS['config'].config_filename))[0]
   sweep_name = os.path.splitext(os.path.basename(_SWEEP.value.partition(':')[0]))[0]

@@ -15,9 +15,19 @@ from mg.errors import ConfigError
 
 SYSTEMS = {'metagater': 'mg.metagater.system', 'reefl': 'mg.reefl.system'}
 
+# XLA:CPU options per system (``mg.federated.backend.configure``; None: its
+# CPU_FLAGS, YNNPACK off, measured faster for the CNNs). The ViT runs faster
+# with XLA:CPU's default, YNNPACK on (docs/speed.md, "ReeFL rounds").
+CPU_OPTIONS = {'metagater': None, 'reefl': {}}
+
 
 def name_of(config) -> str:
   return config.get('system', 'metagater')
+
+
+def cpu_options(config) -> dict | None:
+  """The XLA:CPU options ``config``'s system runs with (``CPU_OPTIONS``)."""
+  return CPU_OPTIONS.get(name_of(config))
 
 
 def get(config) -> types.ModuleType:

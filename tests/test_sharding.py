@@ -151,6 +151,15 @@ def test_cpu_flags_keep_a_users_own_setting():
   assert backend.cpu_flags(mine).split() == [mine]
 
 
+def test_each_system_runs_with_its_own_cpu_options():
+  from configs.reefl import test as reefl_test  # pylint: disable=g-import-not-at-top
+  from mg import systems  # pylint: disable=g-import-not-at-top
+  assert systems.cpu_options(reefl_test.get_config()) == {}   # the ViT: XLA's default
+  assert backend.cpu_flags('', systems.cpu_options(reefl_test.get_config())) == ''
+  assert systems.cpu_options({}) is None                      # MetaGater: CPU_FLAGS
+  assert 'ynn_fusion_type=' in backend.cpu_flags('', systems.cpu_options({}))
+
+
 def test_initialize_distributed_only_when_enabled(monkeypatch):
   calls = []
   monkeypatch.setattr(jax.distributed, 'is_initialized', lambda: False)

@@ -27,8 +27,12 @@ PyTorch reference timed in alternation in the same process):
 
 Per convolution (batch 64, fwd + both gradients): 16x16 32->64 channels 50 ms
 with YNNPACK, 10.6 ms with XLA's own (PyTorch, 1 thread: 31 ms). The MLP
-(MNIST, 5 tasks, K = 5: 58-72k images/s under each setting) and the ReeFL ViT
-(a round of 10 clients: 0.99 s vs 1.00 s) do not change measurably. Earlier,
+(MNIST, 5 tasks, K = 5: 58-72k images/s under each setting) does not change
+measurably. The ReeFL ViT does, the other way: a round of 10 clients of
+``configs/reefl/mnist.py`` ran at 1,146 images/s with XLA's default (YNNPACK
+on) and 858 with it off (1,331 vs 1,034 for the code before its blocks were
+scanned), so ReeFL runs with the default (``mg.systems.CPU_OPTIONS``;
+docs/speed.md, "ReeFL rounds"). Earlier,
 against the default of YNNPACK for everything, keeping it for convolutions and
 dots only had run a step 1.3x faster (1,131 -> 1,469 images/s): every part
 handed to YNNPACK was the slower one. Also tried without a gain: oneDNN
@@ -47,6 +51,7 @@ import warnings
 from mg.federated.sharding import initialize_distributed  # noqa: F401 (re-export)
 
 # Flag -> value; each is only added when XLA_FLAGS does not set that flag already.
+# The default set; a system may give its own (``mg.systems.cpu_options``).
 CPU_FLAGS = {
     'xla_cpu_experimental_ynn_fusion_type': '',   # YNNPACK off (module docstring)
 }
@@ -60,10 +65,10 @@ def _backends_started() -> bool:
     return False
 
 
-def cpu_flags(existing: str = '') -> str:
-  """``existing`` XLA_FLAGS plus every ``CPU_FLAGS`` entry it does not set."""
+def cpu_flags(existing: str = '', options: dict | None = None) -> str:
+  """``existing`` XLA_FLAGS plus every ``options`` entry (default ``CPU_FLAGS``) it does not set."""
   flags = existing.split()
-  for name, value in CPU_FLAGS.items():
+  for name, value in (CPU_FLAGS if options is None else options).items():
     if not any(f.lstrip('-').split('=')[0] == name for f in flags):
       flags.append(f'--{name}={value}')
   return ' '.join(flags)
@@ -126,17 +131,19 @@ class CompileClock:
     return False
 
 
-def configure(distributed=None, *, tune_cpu: bool = True, compile_cache_dir=None) -> None:
+def configure(distributed=None, *, tune_cpu: bool = True, cpu_options: dict | None = None,
+              compile_cache_dir=None) -> None:
   """Sets the XLA:CPU options and compile cache; joins a multi-host run when configured.
 
   Args:
     distributed: ``config.distributed`` (see ``initialize_distributed``) or None.
-    tune_cpu: add ``CPU_FLAGS`` to ``XLA_FLAGS`` (a user's own setting of the
-      same flag wins).
+    tune_cpu: add ``cpu_options`` (default ``CPU_FLAGS``) to ``XLA_FLAGS`` (a
+      user's own setting of the same flag wins).
+    cpu_options: flag -> value, the system's own (``mg.systems.cpu_options``).
     compile_cache_dir: ``config.compile_cache_dir`` (see ``compile_cache``).
   """
   if tune_cpu:
-    wanted = cpu_flags(os.environ.get('XLA_FLAGS', ''))
+    wanted = cpu_flags(os.environ.get('XLA_FLAGS', ''), cpu_options)
     if wanted != os.environ.get('XLA_FLAGS', '').strip():
       if _backends_started():
         warnings.warn('XLA:CPU options not applied: JAX started its backends before '

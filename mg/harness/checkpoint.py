@@ -257,11 +257,11 @@ def _quiet_closed_event_loop():
 
   hook.quiets_closed_event_loop = True
   sys.unraisablehook = hook
-  # The abandoned reads' futures also log 'Future exception was never retrieved'
-  # through asyncio's logger when they are collected: the same harmless noise.
+  # The abandoned reads' futures and tasks also log 'Future (or Task) exception was
+  # never retrieved' through asyncio's logger when they are collected: the same noise.
   asyncio_log = logging.getLogger('asyncio')
-  asyncio_log.addFilter(
-      lambda record: not record.getMessage().startswith('Future exception was never retrieved'))
+  asyncio_log.addFilter(lambda record: not record.getMessage().startswith(
+      ('Future exception was never retrieved', 'Task exception was never retrieved')))
 
 
 class Interrupted(Exception):

@@ -64,9 +64,9 @@ class EarlyExitViT(vit.Base):
   last_only: bool = False
 
   @nn.compact
-  def __call__(self, images: jax.Array) -> list[jax.Array]:
+  def __call__(self, images: jax.Array, held=None) -> list[jax.Array]:
     exits = self.exits
-    _, tokens = self.scan(vit.class_token_step, self.embed(images))
+    _, tokens = self.scan(vit.class_token_step, self.embed(images), held, vit.class_token)
     wanted = range(len(exits) - 1, len(exits)) if self.last_only else range(len(exits))
     heads = _Heads(self.cfg.num_classes, self.cfg.init_std, name='heads')
     return heads({e: tokens[exits[e]] for e in wanted})
@@ -96,6 +96,17 @@ def apply(params: dict, images: jax.Array, cfg: vit.ViTConfig, tier: Optional[in
   params = vit.tier_params(params, tier, cfg)
   model = EarlyExitViT(cfg, tier, _widths(params), last_only)
   return model.apply({'params': params}, images)
+
+
+def apply_to_tier(params: dict, images: jax.Array, cfg: vit.ViTConfig, tier) -> list[jax.Array]:
+  """Logits at every exit, running only the blocks up to ``tier``'s exit (``tier`` may be traced).
+
+  As :func:`mg.models.vit.apply_to_tier`: one program for every tier; the
+  exits after ``tier``'s read the last computed class token and are masked
+  by the caller; the blocks after the exit get exactly zero gradient.
+  """
+  model = EarlyExitViT(cfg, None, _widths(params))
+  return model.apply({'params': params}, images, vit.held_blocks(cfg, tier))
 
 
 def tier_params(params: dict, tier: int, cfg: vit.ViTConfig, last_only: bool = False) -> dict:

@@ -99,14 +99,17 @@ def gelu(x: jax.Array) -> jax.Array:
 
 
 def attention(q, k, v, heads: int, scale: float, length=None) -> jax.Array:
-  """Multi-head softmax attention over (B, T, width) q/k/v; keys from ``length`` on ignored."""
-  b, t, width = q.shape
-  split = lambda y: y.reshape(b, t, heads, width // heads)
+  """Multi-head softmax attention: queries (B, R, width) over keys/values (B, T, width).
+
+  Keys from ``length`` on are ignored. Returns (B, R, width).
+  """
+  width = q.shape[-1]
+  split = lambda y: y.reshape(y.shape[:2] + (heads, width // heads))
   dots = jnp.einsum('bihd,bjhd->bhij', split(q), split(k)) * scale
   if length is not None:
-    dots = jnp.where(jnp.arange(t) < length, dots, jnp.finfo(dots.dtype).min)
+    dots = jnp.where(jnp.arange(k.shape[1]) < length, dots, jnp.finfo(dots.dtype).min)
   weights = jax.nn.softmax(dots, axis=-1)
-  return jnp.einsum('bhij,bjhd->bihd', weights, split(v)).reshape(b, t, width)
+  return jnp.einsum('bhij,bjhd->bihd', weights, split(v)).reshape(q.shape)
 
 
 class Head(nn.Module):
@@ -121,14 +124,20 @@ class Head(nn.Module):
 
 
 class ReeLayer(nn.Module):
-  """One pre-norm transformer layer at Ree's widths (the module docstring)."""
+  """One pre-norm transformer layer at Ree's widths (the module docstring).
+
+  ``rows`` (may be traced): compute the outputs of those tokens only (every
+  token is still a key), so a last layer costs two token rows, not ``T``.
+  """
   cfg: ReeConfig
 
   @nn.compact
-  def __call__(self, x: jax.Array, length=None) -> jax.Array:
+  def __call__(self, x: jax.Array, length=None, rows=None) -> jax.Array:
     cfg = self.cfg
     h = layer_norm(cfg.eps, 'ln1')(x)
     q, k, v = jnp.split(dense(3 * cfg.attn_dim, cfg.init_std, 'qkv')(h), 3, axis=-1)
+    if rows is not None:
+      q, x = jnp.take(q, rows, axis=1), jnp.take(x, rows, axis=1)
     out = attention(q, k, v, cfg.heads, cfg.attn_dim ** -0.5, length)
     x = x + dense(cfg.dim, cfg.init_std, 'out')(out)
     h = gelu(dense(cfg.hidden, cfg.init_std, 'fc1')(layer_norm(cfg.eps, 'ln2')(x)))
@@ -136,7 +145,7 @@ class ReeLayer(nn.Module):
 
 
 class Ree(nn.Module):
-  """Ree over class tokens; ``__call__`` returns ``(m, logits)`` at the last real token."""
+  """Ree over class tokens; ``__call__`` returns the modulated token and the exit logits."""
   cfg: ReeConfig
 
   def setup(self):
@@ -146,24 +155,30 @@ class Ree(nn.Module):
     self.layers = [ReeLayer(cfg) for _ in range(cfg.depth)]
     self.head = Head(cfg.num_classes, cfg.init_std, cfg.eps)
 
-  def transform(self, tokens: jax.Array, length=None) -> jax.Array:
+  def transform(self, tokens: jax.Array, length=None, rows=None) -> jax.Array:
     """Tokens (B, n, dim) -> ``m`` (B, n + 1, dim), meta token first.
 
-    ``length``: with it, only ``tokens[:, :length]`` are real (the rest padding).
+    ``length``: with it, only ``tokens[:, :length]`` are real (the rest padding);
+    ``rows``: return only those rows of ``m`` (B, len(rows), dim), computed as such.
     """
     b, n, _ = tokens.shape
     meta = jnp.broadcast_to(self.meta, (b, 1, self.cfg.dim))
     x = jnp.concatenate([meta, tokens], axis=1) + self.pos[:n + 1]
     valid = None if length is None else length + 1
-    for layer in self.layers:
-      for _ in range(self.cfg.recurrent_steps):
-        x = layer(x, valid)
+    passes = [layer for layer in self.layers for _ in range(self.cfg.recurrent_steps)]
+    for i, layer in enumerate(passes):
+      x = layer(x, valid, rows if i == len(passes) - 1 else None)
     return x
 
   def __call__(self, tokens: jax.Array, z: jax.Array, length=None):
-    """``(m, head(m_0 + z))`` for class tokens (B, n, dim) and the exit's own token ``z``."""
-    m = self.transform(tokens, length)
-    return m, self.head(m[:, 0] + z)
+    """``(m_last, head(m_0 + z))`` for class tokens (B, n, dim) and the exit's own token ``z``.
+
+    ``m_last``: ``m`` at the last real token (the modulated class token);
+    only ``m_0`` and it are computed in the last layer.
+    """
+    last = tokens.shape[1] if length is None else length
+    m = self.transform(tokens, length, jnp.stack([jnp.zeros_like(last), last]))
+    return m[:, 1], self.head(m[:, 0] + z)
 
 
 def init(key: jax.Array, cfg: ReeConfig) -> dict:

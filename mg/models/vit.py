@@ -269,23 +269,50 @@ class Base(nn.Module):
     pos = self.param('pos', nn.initializers.normal(INIT_STD), (cfg.num_patches + 1, w))
     return jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, w)), x], axis=1) + pos
 
-  def scan(self, step, carry, **broadcast):
-    """``nn.scan`` of ``step(block, carry, l, **broadcast)`` over the blocks up to the last exit."""
+  def scan(self, step, carry, held=None, skip=None, **broadcast):
+    """``nn.scan`` of ``step(block, carry, l, **broadcast) -> (carry, y)`` over the blocks up to the last exit.
+
+    ``held`` (may be traced): only the blocks ``l < held`` run; the others
+    pass the carry through and emit ``skip(carry)``, so one program serves
+    every tier. The body is rematerialised (``nothing_saveable``): the
+    backward pass recomputes a block from its input instead of stacking some
+    70 intermediates per block, which on XLA:CPU compiled faster and ran
+    faster (docs/speed.md, "ReeFL rounds").
+    """
     cfg = self.cfg
     length = self.exits[-1] + 1
     block = Block(self.width, cfg.heads, cfg.eps, cfg.init_std, cfg.lora_rank, cfg.lora_alpha,
                   name='blocks')
-    scanned = nn.scan(functools.partial(step, **broadcast), variable_axes={'params': 0},
-                      split_rngs={'params': True}, length=length)
+    body = functools.partial(step, **broadcast)
+    if held is not None:
+      body = _skipping(body, held, skip)
+    body = nn.checkpoint(body, policy=jax.checkpoint_policies.nothing_saveable,
+                         prevent_cse=False)
+    scanned = nn.scan(body, variable_axes={'params': 0}, split_rngs={'params': True},
+                      length=length)
     return scanned(block, carry, jnp.arange(length))
 
+
+def _skipping(step, held, skip):
+  """``step`` at the blocks ``l < held``; elsewhere the carry unchanged and ``skip(carry)``."""
+
+  def body(block, carry, l):
+    if block.is_initializing():  # both branches must see the same parameters
+      return step(block, carry, l)
+    return nn.cond(l < held, step, lambda _, c, l: (c, skip(c)), block, carry, l)
+
+  return body
+
+
+def class_token(x: jax.Array) -> jax.Array:
+  return x[:, 0]
 
 
 def class_token_step(block, x, l):
   """A block, emitting its class token."""
   del l
   x = block(x)
-  return x, x[:, 0]
+  return x, class_token(x)
 
 
 def _modulated_step(block, carry, l, ree, rcfg, raw_history):
@@ -298,8 +325,7 @@ def _modulated_step(block, carry, l, ree, rcfg, raw_history):
   x = block(x)
   z = x[:, 0]
   history = history.at[:, l].set(z)
-  m, logits = ree_lib.Ree(rcfg, parent=None).apply({'params': ree}, history, z, l + 1)
-  modulated = jax.lax.dynamic_index_in_dim(m, l + 1, axis=1, keepdims=False)
+  modulated, logits = ree_lib.Ree(rcfg, parent=None).apply({'params': ree}, history, z, l + 1)
   x = x.at[:, 0].set(modulated)
   history = history.at[:, l].set(z if raw_history else modulated)
   return (x, history), logits
@@ -312,7 +338,7 @@ class ViT(Base):
   """
 
   @nn.compact
-  def __call__(self, images: jax.Array) -> list[jax.Array]:
+  def __call__(self, images: jax.Array, held=None) -> list[jax.Array]:
     cfg, exits = self.cfg, self.exits
     rcfg = cfg.ree
     ree = self.param('ree', lambda key: ree_lib.init(key, rcfg))
@@ -321,10 +347,11 @@ class ViT(Base):
       # One slot per block of the full model, whatever the tier: a tier then
       # computes bit for bit what the full model computes up to its exit.
       history = jnp.zeros((x.shape[0], cfg.depth, cfg.dim), x.dtype)
-      _, logits = self.scan(_modulated_step, (x, history), ree=ree, rcfg=rcfg,
+      no_logits = lambda carry: jnp.zeros((x.shape[0], cfg.num_classes), x.dtype)
+      _, logits = self.scan(_modulated_step, (x, history), held, no_logits, ree=ree, rcfg=rcfg,
                             raw_history=cfg.raw_history)
       return [logits[l] for l in exits]
-    _, tokens = self.scan(class_token_step, x)
+    _, tokens = self.scan(class_token_step, x, held, class_token)
     tokens = jnp.swapaxes(tokens, 0, 1)  # (B, blocks, d)
     reader = ree_lib.Ree(rcfg, parent=None)
     return [reader.apply({'params': ree}, tokens[:, :l + 1], tokens[:, l])[1] for l in exits]
@@ -358,6 +385,23 @@ def apply(params: dict, images: jax.Array, cfg: ViTConfig,
   every block or just those (a tier's own parameters).
   """
   return ViT(cfg, tier).apply({'params': tier_params(params, tier, cfg)}, images)
+
+
+def held_blocks(cfg: ViTConfig, tier) -> jax.Array:
+  """The number of blocks tier ``tier`` (may be traced) holds: its exit block + 1."""
+  return jnp.asarray(cfg.exits, jnp.int32)[tier] + 1
+
+
+def apply_to_tier(params: dict, images: jax.Array, cfg: ViTConfig, tier) -> list[jax.Array]:
+  """Logits at every exit of the full model, running only the blocks up to ``tier``'s exit.
+
+  ``tier`` may be traced, so one compiled program serves every tier. The
+  logits of the exits after ``tier``'s are not the model's (zeros with
+  modulation, Ree over the last computed tokens without): callers mask them.
+  Those of the exits up to ``tier``'s are :func:`apply`'s, and the blocks
+  after the exit get exactly zero gradient.
+  """
+  return ViT(cfg).apply({'params': params}, images, held_blocks(cfg, tier))
 
 
 def embed(params: dict, images: jax.Array, cfg: ViTConfig) -> jax.Array:

@@ -139,6 +139,53 @@ def test_depthfl_mutual_kd_and_scalefl_forward_kd():
   # The teacher's logits get no gradient from the forward KD term.
   grad = jax.grad(lambda l: early_exit.kd_forward(l, w, 3.0))(logits)
   assert float(jnp.abs(grad[2]).max()) == 0.0 and float(jnp.abs(grad[0]).max()) > 0
+  # Masked to a tier's exits, both terms are those of the tier's logits alone.
+  for valid in ([True, True, False], [True, False, False]):
+    n = sum(valid)
+    for kd in (early_exit.kd_all, early_exit.kd_forward):
+      np.testing.assert_allclose(kd(logits, w, 3.0, jnp.asarray(valid)), kd(logits[:n], w, 3.0),
+                                 rtol=1e-6)
+
+
+def test_one_program_for_every_tier_trains_as_the_per_tier_programs():
+  """DepthFL + FedDyn at tier 0: the masked exits, the mutual KD and the client state."""
+  cfg = TINY
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.normal(size=(12, 8, 8, 1)), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 3, size=12), jnp.int32)
+  params = exit_heads.init(jax.random.PRNGKey(1), cfg)
+  spec = depthfl.feddyn_spec(cfg, 'full', num_clients=3, alpha=0.1)
+  local = early_exit.LocalConfig(batch_size=4, kd_mode='all', feddyn_alpha=0.1,
+                                 weight_decay=1e-3)
+  # The spec's one program for every tier, and one for the tier (the truncated model).
+  per_tier = spec._replace(forward_any=None, program_key=lambda t: ('own', t))
+  algs = [early_exit.algorithm('depthfl_feddyn', s, regime='full', local=local,
+                               num_exits=cfg.num_exits, hp=early_exit.Hparams(rounds=4),
+                               extra=lambda p: depthfl.feddyn_extra(p, 'full', 3))
+          for s in (spec, per_tier)]
+  state = algs[0].init(params)
+  state = state._replace(opt_state=jax.tree.map(  # nonzero FedDyn client states
+      lambda x: x + 0.01 * jnp.arange(x.size).reshape(x.shape) / x.size, state.opt_state))
+  data = early_exit.reefl.ClientData(jnp.arange(12, dtype=jnp.int32), jnp.int32(10), 0, 2)
+  one, own = (a.client(a.broadcast(state, 0), data, images, labels, jax.random.PRNGKey(5), 3)
+              for a in algs)
+  assert set(one.tree) == set(own.tree) and not any(k.startswith('heads/1/') for k in one.tree)
+  for k in own.tree:
+    np.testing.assert_allclose(one.tree[k], own.tree[k], rtol=2e-5, atol=2e-6, err_msg=k)
+    np.testing.assert_allclose(one.metrics['state'][k], own.metrics['state'][k], rtol=2e-5,
+                               atol=2e-6, err_msg=k)
+  np.testing.assert_allclose(one.metrics['loss'], own.metrics['loss'], rtol=1e-5)
+
+
+def test_last_only_mask_trains_the_tiers_own_exit():
+  """InclusiveFL's mask in the one program: the loss of the tier's own exit alone."""
+  logits = jax.random.normal(jax.random.PRNGKey(0), (3, 4, 5))
+  labels, w = jnp.arange(4) % 5, jnp.ones((4,))
+  for tier in range(3):
+    mask = jnp.arange(3) == tier
+    got, _ = early_exit.local_loss(logits, labels, w, 1, 1.0, 1.0, mask)   # mode 'all'
+    want, _ = early_exit.local_loss(logits[tier:tier + 1], labels, w, 1, 1.0, 1.0)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 # -------------------------------------------------------------------- ScaleFL
@@ -184,10 +231,11 @@ def test_baselines_run_through_the_reefl_loop_and_resume(tmp_path, reefl_program
   config.baselines.scalefl_widths = (0.5, 1.0)
   workdir = str(tmp_path / 'run')
   doc = reefl_run.run(config, workdir, programs=reefl_programs)
-  # One compiled program per tier (ExclusiveFL and DepthFL share theirs, ScaleFL has
-  # its own), never recompiled over the rounds' new learning rates and KD weights.
+  # One compiled program for every tier of ExclusiveFL and DepthFL (shared), one per
+  # tier for ScaleFL (its tiers differ in width), never recompiled over the rounds'
+  # new learning rates and KD weights.
   compiled = reefl_programs['baselines']
-  assert {k[0] for k in compiled} == {'exit_heads', 'scalefl'} and len(compiled) == 4
+  assert sorted(k[0] for k in compiled) == ['exit_heads', 'scalefl', 'scalefl']
   assert all(p._cache_size() == 1 for p in compiled.values())
   rows = {r['method']: r for r in doc['rows']}
   for r in rows.values():

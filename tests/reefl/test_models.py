@@ -166,6 +166,28 @@ def test_modulation_changes_later_exits_only():
   assert not np.allclose(on[1], raw[1])
 
 
+@pytest.mark.parametrize('modulation', [True, False])
+def test_one_program_runs_every_tier_as_its_truncated_model(modulation):
+  cfg = CFG._replace(modulation=modulation)
+  params = _random_params(cfg)
+  images = jax.random.normal(jax.random.PRNGKey(4), (2, 8, 8, 1))
+  run = jax.jit(lambda p, t: vit.apply_to_tier(p, images, cfg, t))
+  grad = jax.jit(jax.grad(lambda p, t: sum(
+      jnp.where(e <= t, jnp.sum(l ** 2), 0.0)
+      for e, l in enumerate(vit.apply_to_tier(p, images, cfg, t)))))
+  full = jax.jit(lambda p: apply(p, images, cfg))(params)  # a tier's exits are the full model's
+  for tier in range(cfg.num_exits):
+    got = run(params, jnp.int32(tier))
+    assert len(got) == cfg.num_exits
+    for e in range(tier + 1):
+      np.testing.assert_allclose(np.asarray(got[e]), np.asarray(full[e]), rtol=1e-5, atol=1e-6)
+    held = cfg.exits[tier] + 1
+    grads = grad(params, jnp.int32(tier))['blocks']
+    for leaf in jax.tree.leaves(grads):
+      assert np.all(np.asarray(leaf)[held:] == 0.0)
+    assert all(np.any(row != 0.0) for row in np.asarray(grads['fc1']['kernel'])[:held])
+
+
 def test_truncated_tier_equals_full_model_and_has_zero_grads():
   params = _random_params(CFG)
   images = jax.random.normal(jax.random.PRNGKey(4), (2, 8, 8, 1))

@@ -180,10 +180,10 @@ def test_sweep_end_to_end_reuses_programs_and_resumes(tmp_path, capsys, reefl_pr
     assert len(r['validation_exit_accuracy']) == 2
   best = doc['best']['depthfl']
   assert best['validation_accuracy_mean'] == max(r['validation_accuracy_mean'] for r in rows)
-  # DepthFL's per-tier programs each compiled once: over rounds (a new learning rate
+  # DepthFL's one program (every tier) compiled once: over rounds (a new learning rate
   # and KD weight each round) and over members (another lr) alike.
   compiled = reefl_programs['baselines']
-  assert sum(k[0] == 'exit_heads' for k in compiled) == 2
+  assert sum(k[0] == 'exit_heads' for k in compiled) == 1
   assert all(p._cache_size() == 1 for p in compiled.values())
   for name in ('sweep.json', 'sweep.md', 'members.jsonl', 'metrics.jsonl', 'config.json'):
     assert (tmp_path / name).exists(), name

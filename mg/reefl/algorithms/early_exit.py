@@ -28,7 +28,11 @@ No KD term for a single-exit tier. SGD as ReeFL's (clip by value, then the
 optimiser's weight decay ``g + wd * theta``; the code's ``torch.optim.SGD``).
 The KD mode, its weight, T, alpha and the weight decay are traced, so the
 methods on one model (ExclusiveFL, DepthFL, DepthFL + FedDyn) share one
-compiled program per tier.
+compiled program; where a spec gives ``forward_any`` the tier is traced too
+and that program serves every tier (the full-depth model with the blocks
+after the tier's exit skipped and the other exits masked; the client uploads
+what its tier holds). ScaleFL's tiers differ in width, so it compiles one
+program per tier.
 """
 
 from __future__ import annotations
@@ -81,33 +85,45 @@ def _kl(target_logp, logp, weights):
   return masked_mean(kl, weights)
 
 
-def kd_all(logits: jax.Array, weights, temperature: float) -> jax.Array:
-  """DepthFL: ``(1/(E-1)) sum_i sum_{j != i} T^2 KL(sg p_j || p_i)``; 0 for one exit."""
-  n = logits.shape[0]
-  if n < 2:
-    return jnp.zeros(())
+def _all_exits(logits, valid):
+  return jnp.ones(logits.shape[:1], bool) if valid is None else valid
+
+
+def kd_all(logits: jax.Array, weights, temperature: float, valid=None) -> jax.Array:
+  """DepthFL: ``(1/(E-1)) sum_i sum_{j != i} T^2 KL(sg p_j || p_i)``; 0 for one exit.
+
+  ``valid`` (E,) bool: the exits that count (``E`` their number; None: all).
+  """
+  valid = _all_exits(logits, valid)
+  n = jnp.sum(valid)
   logp = jax.nn.log_softmax(logits / temperature, axis=-1)      # (E, B, C)
   target = jax.lax.stop_gradient(logp)
   pair = _kl(target[None, :], logp[:, None], weights)           # [i, j] = KL(p_j || p_i)
-  off = 1.0 - jnp.eye(n)
-  return jnp.sum(pair * off) / (n - 1) * temperature ** 2
+  pairs = (1.0 - jnp.eye(logits.shape[0])) * (valid[:, None] & valid[None, :])
+  kd = jnp.sum(jnp.where(pairs > 0, pair, 0.0)) / jnp.maximum(n - 1, 1) * temperature ** 2
+  return jnp.where(n > 1, kd, 0.0)
 
 
-def kd_forward(logits: jax.Array, weights, temperature: float) -> jax.Array:
-  """ScaleFL: ``sum_{j < E-1} T^2 KL(sg p_last || p_j)``; 0 for one exit."""
-  if logits.shape[0] < 2:
-    return jnp.zeros(())
+def kd_forward(logits: jax.Array, weights, temperature: float, valid=None) -> jax.Array:
+  """ScaleFL: ``sum_{j < last} T^2 KL(sg p_last || p_j)`` over the valid exits; 0 for one."""
+  valid = _all_exits(logits, valid)
+  n = logits.shape[0]
+  last = n - 1 - jnp.argmax(valid[::-1])
   logp = jax.nn.log_softmax(logits / temperature, axis=-1)
-  target = jax.lax.stop_gradient(logp[-1])
-  return jnp.sum(_kl(target[None], logp[:-1], weights)) * temperature ** 2
+  target = jax.lax.stop_gradient(logp[last])
+  kl = _kl(target[None], logp, weights)                         # (E,)
+  return jnp.sum(jnp.where(valid & (jnp.arange(n) != last), kl, 0.0)) * temperature ** 2
 
 
-def local_loss(logits, labels, weights, mode, kd_w, temperature):
-  """``(loss, ce)``: summed cross-entropies plus the KD term ``mode`` (traced) selects."""
-  ce = exit_cross_entropies(logits, labels, weights)
-  kd = jnp.where(mode == KD_MODES.index('all'), kd_all(logits, weights, temperature),
+def local_loss(logits, labels, weights, mode, kd_w, temperature, valid=None):
+  """``(loss, ce)``: summed cross-entropies plus the KD term ``mode`` (traced) selects.
+
+  ``valid`` (E,) bool: the exits of the client's tier (None: all of ``logits``).
+  """
+  ce = jnp.where(_all_exits(logits, valid), exit_cross_entropies(logits, labels, weights), 0.0)
+  kd = jnp.where(mode == KD_MODES.index('all'), kd_all(logits, weights, temperature, valid),
                  jnp.where(mode == KD_MODES.index('forward'),
-                           kd_forward(logits, weights, temperature), 0.0))
+                           kd_forward(logits, weights, temperature, valid), 0.0))
   return jnp.sum(ce) + kd_w * kd, ce
 
 
@@ -142,31 +158,31 @@ def knobs(local: LocalConfig, lr: float, kd_w: float) -> Knobs:
                f(local.weight_decay), f(local.feddyn_alpha))
 
 
-def make_local_train(forward: Callable, batch_size: int, clip: float,
+def make_local_train(forward: Callable, exits: Callable, batch_size: int, clip: float,
                      trace_counts: dict | None = None, name=None):
-  """``train(trainable, frozen, prev, images, labels, index, count, key, knobs)``, jitted.
+  """``train(trainable, frozen, prev, images, labels, index, count, key, knobs, tier)``, jitted.
 
-  ``forward(params, images) -> [logits per exit]``; ``trainable`` and
-  ``frozen`` the tier's parameters by path, one entry per block
-  (:func:`mg.models.vit.flatten`), stacked once per call for the scanned
-  blocks; ``prev`` the client's FedDyn state (a dict like ``trainable``;
-  zeros and ``alpha = 0`` turn FedDyn off). One shuffled epoch of batches of
-  ``batch_size``, the last partial batch masked.
+  ``forward(params, images, tier) -> [logits per exit]``; ``exits(tier)``:
+  the (E,) mask of the exits that count, or None for all; ``trainable`` and
+  ``frozen`` the parameters by path with the blocks stacked (``tier`` traced:
+  the program may serve every tier); ``prev`` the client's FedDyn state (a
+  dict like ``trainable``; zeros and ``alpha = 0`` turn FedDyn off). One
+  shuffled epoch of batches of ``batch_size``, the last partial batch masked.
   Returns ``(trainable, stats)``, ``stats = {'loss', 'steps'}``.
   """
   bsz = batch_size
 
-  def train(trainable, frozen, prev, images, labels, index, count, key, kn: Knobs):
+  def train(trainable, frozen, prev, images, labels, index, count, key, kn: Knobs, tier):
     if trace_counts is not None:
       trace_counts[name] = trace_counts.get(name, 0) + 1
     n_max = index.shape[0]
     order, steps = reefl.epoch_order(key, count, n_max, bsz)
-    trainable, frozen, prev = stack(trainable), stack(frozen), stack(prev)
     anchor = trainable
+    valid = exits(tier)
 
     def loss_fn(tr, x, y, w):
-      logits = jnp.stack(forward(unflatten({**tr, **frozen}), x))
-      loss, _ = local_loss(logits, y, w, kn.mode, kn.kd_w, kn.temperature)
+      logits = jnp.stack(forward(unflatten({**tr, **frozen}), x, tier))
+      loss, _ = local_loss(logits, y, w, kn.mode, kn.kd_w, kn.temperature, valid)
       return loss + feddyn_penalty(tr, prev, anchor, kn.alpha)
 
     def body(b, carry):
@@ -181,7 +197,7 @@ def make_local_train(forward: Callable, batch_size: int, clip: float,
       return tr, loss_sum + loss
 
     trainable, loss_sum = jax.lax.fori_loop(0, steps, body, (trainable, jnp.zeros(())))
-    return unstack(trainable), {'loss': loss_sum / jnp.maximum(steps, 1), 'steps': steps}
+    return trainable, {'loss': loss_sum / jnp.maximum(steps, 1), 'steps': steps}
 
   return jax.jit(train)
 
@@ -204,6 +220,10 @@ class Spec(NamedTuple):
   ``tier_tree(params, extra, tier)``: the tier's parameters at the client (a
   tree; ``extra`` is the method's server extras, None for shapes only);
   ``forward(tier)``: ``(params, images) -> [logits]`` of the tier's local model;
+  ``forward_any``: ``(params, images, tier) -> [logits at every exit]`` of the
+  full-depth model with ``tier`` traced (one program for every tier), or None;
+  ``last_only``: with ``forward_any``, only the tier's own exit counts (else
+  every exit up to it);
   ``program_key(tier)``: compiled programs are shared between specs with equal keys;
   ``server(state, uploads, outputs)`` -> ``(params, extra)`` with ``uploads``
   ``[(flat trainable, example count)]`` and ``outputs`` the client outputs.
@@ -216,11 +236,36 @@ class Spec(NamedTuple):
   logits: Callable            # (eval_tree(state), images) -> [logits per exit]
   eval_tree: Callable = lambda state: state.params
   client_state: bool = False
+  forward_any: Callable | None = None
+  last_only: bool = False
+
+
+def _exit_mask(spec: Spec, num_exits: int) -> Callable:
+  """``tier -> (E,) mask`` of the exits a client of ``tier`` trains (None: every exit given)."""
+  if spec.forward_any is None:
+    return lambda tier: None
+  if spec.last_only:
+    return lambda tier: jnp.arange(num_exits) == tier
+  return lambda tier: jnp.arange(num_exits) <= tier
+
+
+class Shared(NamedTuple):
+  """What :func:`algorithm`'s ``broadcast`` sends a tier's clients.
+
+  ``trainable``/``frozen``: the parameters the local program trains and
+  reads (blocks stacked; the full model with the tier's own values where the
+  spec has ``forward_any``); ``g``: FedDyn's client states (or None);
+  ``own``: the tier's trainable parameters by path per block (what it uploads).
+  """
+  trainable: dict
+  frozen: dict
+  g: dict | None
+  own: dict
 
 
 def algorithm(name: str, spec: Spec, *, regime: str, local: LocalConfig,
-              hp: Hparams, extra: Callable = lambda params: {}, programs: dict | None = None,
-              trace_counts: dict | None = None):
+              hp: Hparams, num_exits: int, extra: Callable = lambda params: {},
+              programs: dict | None = None, trace_counts: dict | None = None):
   """A baseline as :class:`mg.federated.mapping.Algorithm` pure functions.
 
   The server state is :class:`mg.federated.server.ServerState` with the
@@ -237,31 +282,43 @@ def algorithm(name: str, spec: Spec, *, regime: str, local: LocalConfig,
     return server_lib.init_state(params, opt_state=extra(params))
 
   def broadcast(state, tier):
-    train, frozen = split(flatten(spec.tier_tree(state.params, state.opt_state, tier)), regime)
+    own = flatten(spec.tier_tree(state.params, state.opt_state, tier))
+    at_client = {**flatten(state.params), **own} if spec.forward_any else own
+    train, frozen = split(stack(at_client), regime)
     dyn = state.opt_state.get('g') if spec.client_state else None
-    return train, frozen, dyn
+    return Shared(train, frozen, dyn, split(own, regime)[0])
 
-  def client(shared, data, images, labels, key, round_):
-    tier = data.tier
+  def program(tier):
     pkey = spec.program_key(tier)
     if pkey not in programs:
-      programs[pkey] = make_local_train(spec.forward(tier), local.batch_size, local.clip,
-                                        trace_counts, pkey)
-    train = shared[0]
-    if spec.client_state:
-      prev = {k: shared[2][k][data.cid] for k in train}
+      forward = spec.forward_any or (lambda p, x, t, f=spec.forward(tier): f(p, x))
+      programs[pkey] = make_local_train(forward, _exit_mask(spec, num_exits),
+                                        local.batch_size, local.clip, trace_counts, pkey)
+    return pkey, programs[pkey]
+
+  def client(shared: Shared, data, images, labels, key, round_):
+    tier = data.tier
+    pkey, train_fn = program(tier)
+    if spec.client_state:  # g: every trainable parameter of the full model; the tier's own count
+      keys = shared.g if spec.forward_any else shared.own
+      prev = stack({k: (shared.g[k][data.cid] if k in shared.own else
+                        jnp.zeros(shared.g[k].shape[1:], shared.g[k].dtype)) for k in keys})
     else:
       if pkey not in zeros:
-        zeros[pkey] = {k: jnp.zeros_like(v) for k, v in train.items()}
+        zeros[pkey] = {k: jnp.zeros_like(v) for k, v in shared.trainable.items()}
       prev = zeros[pkey]
     lr = reefl.learning_rate(round_, hp.rounds, hp.lr, hp.min_lr)
     kd_w = hp.kd_weight or reefl.kd_weight(round_, hp.kd_rounds)
-    trained, stats = programs[pkey](train, shared[1], prev, images, labels, data.index,
-                                    data.count, key, knobs(local, lr, kd_w))
+    trained, stats = train_fn(shared.trainable, shared.frozen, prev, images, labels,
+                              data.index, data.count, key, knobs(local, lr, kd_w),
+                              jnp.int32(tier))
+    trained = unstack(jax.device_get(trained))
+    upload = {k: trained[k] for k in shared.own}
     metrics = dict(stats, tier=tier, cid=data.cid)
     if spec.client_state:
-      metrics['state'] = feddyn_client_state(prev, trained, train, local.feddyn_alpha)
-    return ClientOutput(trained, data.count, metrics)
+      prev_own = {k: shared.g[k][data.cid] for k in shared.own}
+      metrics['state'] = feddyn_client_state(prev_own, upload, shared.own, local.feddyn_alpha)
+    return ClientOutput(upload, data.count, metrics)
 
   def server(state, outputs):
     uploads = [(o.tree, float(o.weight)) for o in outputs]

@@ -32,11 +32,12 @@ def sample_clients(seed: int, round_: int, tiers, per_round: int) -> np.ndarray:
 
 
 def spec(cfg: vit.ViTConfig, regime: str) -> early_exit.Spec:
-  """Every exit trained on the whole model (all tiers share the per-tier programs of DepthFL)."""
+  """Every exit trained on the whole model (all tiers share one program with DepthFL)."""
   return early_exit.Spec(
       tier_tree=lambda params, extra, tier: exit_heads.tier_params(params, tier, cfg),
       forward=lambda tier: functools.partial(exit_heads.apply, cfg=cfg, tier=tier),
-      program_key=lambda tier: ('exit_heads', regime, cfg, tier),
+      forward_any=lambda params, images, tier: exit_heads.apply_to_tier(params, images, cfg, tier),
+      program_key=lambda tier: ('exit_heads', regime, cfg),
       server=early_exit.weighted_mean_server(regime),
       logits=functools.partial(_logits, cfg=cfg))
 

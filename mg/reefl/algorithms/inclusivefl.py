@@ -177,7 +177,9 @@ def spec(cfg: vit.ViTConfig, regime: str, beta: float = 0.2) -> early_exit.Spec:
   return early_exit.Spec(
       tier_tree=functools.partial(_tier_tree, cfg=cfg),
       forward=lambda tier: functools.partial(exit_heads.apply, cfg=cfg, tier=tier, last_only=True),
-      program_key=lambda tier: ('exit_heads_last', regime, cfg, tier),
+      forward_any=lambda params, images, tier: exit_heads.apply_to_tier(params, images, cfg, tier),
+      last_only=True,
+      program_key=lambda tier: ('exit_heads_last', regime, cfg),
       server=server,
       logits=functools.partial(_logits, cfg=cfg),
       eval_tree=lambda state: (state.params, state.opt_state['personal']))
@@ -188,6 +190,8 @@ def nomd_spec(cfg: vit.ViTConfig, regime: str) -> early_exit.Spec:
   return early_exit.Spec(
       tier_tree=lambda params, extra, tier: _local(params, cfg, tier),
       forward=lambda tier: functools.partial(exit_heads.apply, cfg=cfg, tier=tier, last_only=True),
-      program_key=lambda tier: ('exit_heads_last', regime, cfg, tier),
+      forward_any=lambda params, images, tier: exit_heads.apply_to_tier(params, images, cfg, tier),
+      last_only=True,
+      program_key=lambda tier: ('exit_heads_last', regime, cfg),
       server=early_exit.weighted_mean_server(regime),
       logits=lambda params, images: exit_heads.apply(params, images, cfg))

@@ -43,9 +43,12 @@ in float64, so does :func:`aggregate`).
 model), ``frozen`` (Ree and its head only; the backbone keeps its initial or
 pretrained values) and ``lora`` (Ree plus the LoRA factors of q and v).
 
-One compiled local-training program per tier: the client's example count,
-learning rate, KD weight and key are traced arguments, the number of local
-steps a traced loop bound, so rounds never recompile (``trace_counts``).
+One compiled local-training program for every tier: the client's tier,
+example count, learning rate, KD weight and key are traced arguments, the
+number of local steps a traced loop bound, so rounds never recompile
+(``trace_counts``). The program trains the full-depth parameters with the
+exits after the tier's masked out and the blocks after its exit skipped
+(:func:`mg.models.vit.apply_to_tier`); the client uploads what its tier holds.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -153,6 +157,13 @@ def exit_cross_entropies(logits: jax.Array, labels, weights) -> jax.Array:
   return masked_mean(ce, weights)
 
 
+def exit_mask(num_exits: int, tier=None) -> jax.Array:
+  """(E,) whether each exit belongs to tier ``tier`` (may be traced; None: all do)."""
+  if tier is None:
+    return jnp.ones((num_exits,), bool)
+  return jnp.arange(num_exits) <= tier
+
+
 def kd_terms(logits: jax.Array, teacher, weights, temperature: float) -> jax.Array:
   """(E,) ``T^2 KL(sg(p_teacher) || p_e)`` per exit (batch mean), 0 at the teacher."""
   logp = jax.nn.log_softmax(logits / temperature, axis=-1)
@@ -163,27 +174,38 @@ def kd_terms(logits: jax.Array, teacher, weights, temperature: float) -> jax.Arr
   return jnp.where(others, kl, 0.0) * temperature ** 2
 
 
-def choose_teacher(ema: jax.Array, ce: jax.Array, local: LocalConfig, mode=None):
+def choose_teacher(ema: jax.Array, ce: jax.Array, local: LocalConfig, mode=None, tier=None):
   """(new EMA, teacher index): the EMA is updated with this batch first.
 
   ``mode`` (traced: an index into ``KD_MODES``) overrides ``local.kd_mode``, so
   methods that differ only in their teacher share one compiled program.
+  ``tier`` (may be traced; None: the last exit's): the teacher is one of its exits.
   """
   ema = local.ema * ema + (1.0 - local.ema) * jax.lax.stop_gradient(ce)
   mode = KD_MODES.index(local.kd_mode) if mode is None else mode
-  last = jnp.asarray(ce.shape[0] - 1)
-  return ema, jnp.where(mode == KD_MODES.index('last'), last, jnp.argmin(ema))
+  last = jnp.asarray(ce.shape[0] - 1 if tier is None else tier)
+  best = jnp.argmin(jnp.where(exit_mask(ce.shape[0], tier), ema, jnp.inf))
+  return ema, jnp.where(mode == KD_MODES.index('last'), last, best)
 
 
-def local_loss(logits: jax.Array, labels, weights, ema, kd_w, local: LocalConfig, mode=None):
-  """``(loss, (ema, teacher, ce))`` of a tier's stacked exit logits (E, B, C)."""
-  ce = exit_cross_entropies(logits, labels, weights)
-  ema, teacher = choose_teacher(ema, ce, local, mode)
+def local_loss(logits: jax.Array, labels, weights, ema, kd_w, local: LocalConfig, mode=None,
+               tier=None):
+  """``(loss, (ema, teacher, ce))`` of stacked exit logits (E, B, C).
+
+  ``tier`` (may be traced): only its exits ``0..tier`` count (None: all E).
+  """
+  num_exits = logits.shape[0]
+  valid = exit_mask(num_exits, tier)
+  ce = jnp.where(valid, exit_cross_entropies(logits, labels, weights), 0.0)
+  ema, teacher = choose_teacher(ema, ce, local, mode, tier)
   loss = jnp.sum(ce)
-  if logits.shape[0] > 1:  # the code: no KD term for a single-exit tier
+  if num_exits > 1:  # the code: no KD term for a single-exit tier
     mode = KD_MODES.index(local.kd_mode) if mode is None else mode
     on = jnp.asarray(mode != KD_MODES.index('none'), jnp.float32)
-    loss = loss + on * kd_w * jnp.sum(kd_terms(logits, teacher, weights, local.temperature))
+    if tier is not None:
+      on = on * (tier > 0)
+    kd = jnp.where(valid, kd_terms(logits, teacher, weights, local.temperature), 0.0)
+    loss = loss + on * kd_w * jnp.sum(kd)
   return loss, (ema, teacher, ce)
 
 
@@ -194,7 +216,7 @@ class ClientData(NamedTuple):
   """A client's examples as indices into the on-device training arrays."""
   index: jax.Array   # (n_max,) int32, padded
   count: jax.Array   # () int32 number of real examples
-  tier: int          # static
+  tier: int          # its budget tier (a traced argument of the programs that allow it)
   cid: int = -1      # the client's id (client state kept by id: FedDyn)
 
 
@@ -209,29 +231,30 @@ def epoch_order(key, count, n_max: int, batch_size: int):
   order = jnp.argsort(jnp.where(slots < count, jax.random.uniform(key, (n_max,)), 2.0))
   return order, (count + batch_size - 1) // batch_size
 
-def make_local_train(cfg: vit.ViTConfig, tier: int, local: LocalConfig,
+def make_local_train(cfg: vit.ViTConfig, local: LocalConfig,
                      trace_counts: dict | None = None):
-  """``train(trainable, frozen, images, labels, index, count, key, lr, kd_w, mode)``, jitted.
+  """``train(trainable, frozen, images, labels, index, count, key, lr, kd_w, mode, tier)``, jitted.
 
-  ``trainable`` and ``frozen`` are the tier's parameters by path, one entry
-  per block (:func:`mg.models.vit.flatten`); they are stacked once per call
-  for the scanned blocks. ``mode`` indexes ``KD_MODES`` (``local.kd_mode`` is
-  not read). Returns ``(trainable, stats)`` with ``stats = {'loss': mean batch
-  loss, 'teacher': (E,) counts, 'steps'}``.
+  ``trainable`` and ``frozen`` split the full model's parameters (stacked
+  blocks, flat by path: ``vit.unstack`` is not applied); ``tier`` is traced,
+  so every tier runs this one program (:func:`mg.models.vit.apply_to_tier`:
+  the blocks after the tier's exit are skipped, its later exits masked, and
+  what the tier does not hold comes back unchanged). ``mode`` indexes
+  ``KD_MODES`` (``local.kd_mode`` is not read). Returns ``(trainable, stats)``
+  with ``stats = {'loss': mean batch loss, 'teacher': (E,) counts, 'steps'}``.
   """
-  num_exits = tier + 1
+  num_exits = cfg.num_exits
   bsz = local.batch_size
 
-  def train(trainable, frozen, images, labels, index, count, key, lr, kd_w, mode):
+  def train(trainable, frozen, images, labels, index, count, key, lr, kd_w, mode, tier):
     if trace_counts is not None:
-      trace_counts[tier] = trace_counts.get(tier, 0) + 1
+      trace_counts['all'] = trace_counts.get('all', 0) + 1
     n_max = index.shape[0]
     order, steps = epoch_order(key, count, n_max, bsz)
-    trainable, frozen = vit.stack(trainable), vit.stack(frozen)
 
     def loss_fn(tr, x, y, w, ema):
-      logits = jnp.stack(vit.apply(unflatten({**tr, **frozen}), x, cfg, tier))
-      return local_loss(logits, y, w, ema, kd_w, local, mode)
+      logits = jnp.stack(vit.apply_to_tier(unflatten({**tr, **frozen}), x, cfg, tier))
+      return local_loss(logits, y, w, ema, kd_w, local, mode, tier)
 
     def body(b, carry):
       tr, ema, loss_sum, teacher_counts = carry
@@ -248,10 +271,20 @@ def make_local_train(cfg: vit.ViTConfig, tier: int, local: LocalConfig,
 
     carry = (trainable, jnp.zeros((num_exits,)), jnp.zeros(()), jnp.zeros((num_exits,)))
     trainable, _, loss_sum, teacher_counts = jax.lax.fori_loop(0, steps, body, carry)
-    return vit.unstack(trainable), {'loss': loss_sum / jnp.maximum(steps, 1),
-                                    'teacher': teacher_counts, 'steps': steps}
+    return trainable, {'loss': loss_sum / jnp.maximum(steps, 1),
+                       'teacher': teacher_counts, 'steps': steps}
 
   return jax.jit(train)
+
+
+def held_upload(trained: dict, tier: int, cfg: vit.ViTConfig) -> dict:
+  """What a tier uploads of its trained (stacked, flat) parameters, by path per block, on the host.
+
+  The blocks up to its exit: :func:`mg.models.vit.flatten` of the tier's rows.
+  """
+  held = cfg.exits[tier] + 1
+  host = jax.device_get(trained)
+  return flatten({k: (v[:held] if k.startswith('blocks/') else v) for k, v in host.items()})
 
 
 # --------------------------------------------------------------------- server
@@ -287,14 +320,14 @@ class Hparams(NamedTuple):
 def reefl(cfg: vit.ViTConfig, *, regime: str, local: LocalConfig, hp: Hparams,
           name: str = 'reefl', trace_counts: dict | None = None,
           programs: dict | None = None) -> Algorithm:
-  """ReeFL as pure functions around one compiled local-training program per tier.
+  """ReeFL as pure functions around one compiled local-training program for every tier.
 
-  ``programs``: a dict of compiled per-tier programs to share between
+  ``programs``: a dict of compiled programs to share between
   algorithms with the same model, regime and local settings but another
   teacher mode (the caller keys it); default: this algorithm's own.
 
-  ``init(params)`` -> state; ``broadcast(state, tier)`` -> the tier's (trainable,
-  frozen) flat parameters; ``client(shared, data, images, labels, key)`` ->
+  ``init(params)`` -> state; ``broadcast(state, tier)`` -> (trainable, frozen)
+  flat parameters of the full model (the same for every tier); ``client(shared, data, images, labels, key)`` ->
   ``ClientOutput``; ``server(state, outputs)`` -> (state, diagnostics);
   ``output(state)`` -> full parameters.
   """
@@ -309,17 +342,19 @@ def reefl(cfg: vit.ViTConfig, *, regime: str, local: LocalConfig, hp: Hparams,
     return server_lib.init_state(params)
 
   def broadcast(state, tier):
-    return split(flatten(vit.tier_params(state.params, tier, cfg)), regime)
+    del tier  # every tier gets the full model and trains what it holds
+    return split(traverse_util.flatten_dict(state.params, sep='/'), regime)
 
   def client(shared, data: ClientData, images, labels, key, round_):
-    tier = data.tier
-    if tier not in programs:
-      programs[tier] = make_local_train(cfg, tier, local, trace_counts)
+    if 'all' not in programs:
+      programs['all'] = make_local_train(cfg, local, trace_counts)
     lr = learning_rate(round_, hp.rounds, hp.lr, hp.min_lr)
     kd_w = kd_weight(round_, hp.kd_rounds)
-    trainable, stats = programs[tier](shared[0], shared[1], images, labels, data.index,
-                                      data.count, key, jnp.float32(lr), jnp.float32(kd_w), mode)
-    return ClientOutput(trainable, data.count, dict(stats, tier=tier))
+    trained, stats = programs['all'](shared[0], shared[1], images, labels, data.index,
+                                     data.count, key, jnp.float32(lr), jnp.float32(kd_w), mode,
+                                     jnp.int32(data.tier))
+    stats = dict(stats, teacher=stats['teacher'][:data.tier + 1], tier=data.tier)
+    return ClientOutput(held_upload(trained, data.tier, cfg), data.count, stats)
 
   def server(state, outputs):
     flat = flatten(state.params)
@@ -345,8 +380,8 @@ def train_round(alg: Algorithm, state, clients: list[ClientData], images, labels
                 sampled, key: jax.Array, round_: int):
   """One round: broadcast to each sampled client's tier, local training, aggregation.
 
-  Clients run one after another (a host loop over per-tier compiled programs:
-  tiers differ in depth, so they cannot share one batched program).
+  Clients run one after another (a host loop over the algorithm's compiled
+  programs).
 
   Returns:
     ``(state, diagnostics)``; diagnostics hold the mean local loss, the
