@@ -18,7 +18,7 @@ in this process, and prints the wall times, their ratio and a JSON line.
       --workdir=DIR
 
 sweeps ReeFL and its baselines (configs with ``system='reefl'``; ``mg.reefl.sweep``):
-members one after another, sharing the compiled per-tier programs, each method's
+members one after another, sharing the compiled programs, each method's
 best configuration chosen on the validation clients. Rerunning the same command
 resumes it.
 """

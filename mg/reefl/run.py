@@ -388,7 +388,7 @@ def check_backbone(config) -> None:
 def run(config, workdir: str, programs: dict | None = None) -> dict:
   """Runs every (regime, method, repeat) of ``config``; writes the outputs to ``workdir``.
 
-  ``programs``: compiled per-tier programs and evaluations to share (default:
+  ``programs``: compiled local-training programs and evaluations to share (default:
   this run's own; methods with one model share them either way).
 
   The workdir is held by the run harness (``mg.harness.session``) as for every

@@ -9,10 +9,10 @@ settings ``per_method.<method>.<key>`` or the shared field each defaults to
 (``mg.reefl.methods``), and a field that does not reach its method is refused
 (e.g. ``fl.lr`` for DepthFL with FedDyn, which runs ``baselines.feddyn_lr``).
 
-Unlike MetaGater's sweep (one vmapped program over members), ReeFL trains one
-program per budget tier, so members run one after another, as single runs do
+Unlike MetaGater's sweep (one vmapped program over members), ReeFL's members
+run one after another, as single runs do
 (:func:`mg.reefl.run.train_method`, first repeat, at the member's seed), and
-share the compiled per-tier programs and evaluations: every swept setting is a
+share the compiled programs and evaluations: every swept setting is a
 traced argument of them, so only a member's first round of a new model compiles.
 
 A configuration's score is the mean over its seeds of the final accuracy on

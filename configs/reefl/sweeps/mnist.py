@@ -29,7 +29,7 @@ chosen values are ``configs/reefl/mnist.py``'s ``PER_METHOD_LR``; 8 of the 11 me
 chose an end of their grid (docs/reefl_results.md).
 
 Cost: 24 members (8 methods) by default; one member is one single run of its
-method (the compiled per-tier programs are shared between members). A variant may
+method (the compiled programs are shared between members). A variant may
 also name methods, ``:reefl+depthfl``, to split one sweep over processes (each in
 its own workdir); every method keeps its same grid, so the choice is unchanged.
 """
