@@ -305,6 +305,7 @@ def _skipping(step, held, skip):
 
 
 def class_token(x: jax.Array) -> jax.Array:
+  """Tokens (B, T, w) -> the class token (B, w)."""
   return x[:, 0]
 
 

@@ -78,5 +78,6 @@ def build(method: str, cfg: vit.ViTConfig, *, regime: str, batch_size: int,
   else:
     raise ValueError(f'method {method!r}: expected one of {HEAD_METHODS}')
   alg = early_exit.algorithm(method, spec, regime=regime, local=local, hp=hp,
-                             num_exits=cfg.num_exits, extra=extra, programs=programs, trace_counts=trace_counts)
+                             num_exits=cfg.num_exits, extra=extra, programs=programs,
+                             trace_counts=trace_counts)
   return alg, spec

@@ -47,7 +47,7 @@ import numpy as np
 from mg.data import masked_mean
 from mg.reefl.algorithms import reefl
 from mg.reefl.algorithms.reefl import exit_cross_entropies
-from mg.models.vit import flatten, stack, unflatten, unstack
+from mg.models.vit import flatten, stack, unflatten
 
 KD_MODES = ('none', 'all', 'forward')
 
@@ -86,7 +86,7 @@ def _kl(target_logp, logp, weights):
 
 
 def _all_exits(logits, valid):
-  return jnp.ones(logits.shape[:1], bool) if valid is None else valid
+  return reefl.exit_mask(logits.shape[0]) if valid is None else valid
 
 
 def kd_all(logits: jax.Array, weights, temperature: float, valid=None) -> jax.Array:
@@ -246,7 +246,7 @@ def _exit_mask(spec: Spec, num_exits: int) -> Callable:
     return lambda tier: None
   if spec.last_only:
     return lambda tier: jnp.arange(num_exits) == tier
-  return lambda tier: jnp.arange(num_exits) <= tier
+  return lambda tier: reefl.exit_mask(num_exits, tier)
 
 
 class Shared(NamedTuple):
@@ -312,8 +312,7 @@ def algorithm(name: str, spec: Spec, *, regime: str, local: LocalConfig,
     trained, stats = train_fn(shared.trainable, shared.frozen, prev, images, labels,
                               data.index, data.count, key, knobs(local, lr, kd_w),
                               jnp.int32(tier))
-    trained = unstack(jax.device_get(trained))
-    upload = {k: trained[k] for k in shared.own}
+    upload = reefl.upload(trained, shared.own)
     metrics = dict(stats, tier=tier, cid=data.cid)
     if spec.client_state:
       prev_own = {k: shared.g[k][data.cid] for k in shared.own}

@@ -132,6 +132,7 @@ def split(flat: dict, regime: str, exit_module: str = 'ree/') -> tuple[dict, dic
 
 
 def tier_trainable_paths(cfg: vit.ViTConfig, tier: int, regime: str, params) -> list[str]:
+  """Paths (one per block) a tier holds and trains; ``params`` may be shapes only."""
   return [k for k in flatten(vit.tier_params(params, tier, cfg)) if is_trainable(k, regime)]
 
 
@@ -277,14 +278,13 @@ def make_local_train(cfg: vit.ViTConfig, local: LocalConfig,
   return jax.jit(train)
 
 
-def held_upload(trained: dict, tier: int, cfg: vit.ViTConfig) -> dict:
-  """What a tier uploads of its trained (stacked, flat) parameters, by path per block, on the host.
+def upload(trained: dict, paths) -> dict:
+  """The trained parameters (flat, blocks stacked) at ``paths`` (one per block), on the host.
 
-  The blocks up to its exit: :func:`mg.models.vit.flatten` of the tier's rows.
+  What a client sends: the paths its tier holds and trains (``tier_trainable_paths``).
   """
-  held = cfg.exits[tier] + 1
-  host = jax.device_get(trained)
-  return flatten({k: (v[:held] if k.startswith('blocks/') else v) for k, v in host.items()})
+  flat = flatten(jax.device_get(trained))
+  return {k: flat[k] for k in paths}
 
 
 # --------------------------------------------------------------------- server
@@ -327,8 +327,8 @@ def reefl(cfg: vit.ViTConfig, *, regime: str, local: LocalConfig, hp: Hparams,
   teacher mode (the caller keys it); default: this algorithm's own.
 
   ``init(params)`` -> state; ``broadcast(state, tier)`` -> (trainable, frozen)
-  flat parameters of the full model (the same for every tier); ``client(shared, data, images, labels, key)`` ->
-  ``ClientOutput``; ``server(state, outputs)`` -> (state, diagnostics);
+  flat parameters of the full model, and the paths the tier uploads;
+  ``client(shared, data, images, labels, key)`` -> ``ClientOutput``; ``server(state, outputs)`` -> (state, diagnostics);
   ``output(state)`` -> full parameters.
   """
   if regime not in REGIMES:
@@ -342,8 +342,10 @@ def reefl(cfg: vit.ViTConfig, *, regime: str, local: LocalConfig, hp: Hparams,
     return server_lib.init_state(params)
 
   def broadcast(state, tier):
-    del tier  # every tier gets the full model and trains what it holds
-    return split(traverse_util.flatten_dict(state.params, sep='/'), regime)
+    # Every tier gets the full model; it trains and uploads what it holds.
+    train, frozen = split(traverse_util.flatten_dict(state.params, sep='/'), regime)
+    shapes = jax.eval_shape(lambda p: p, state.params)
+    return train, frozen, tier_trainable_paths(cfg, tier, regime, shapes)
 
   def client(shared, data: ClientData, images, labels, key, round_):
     if 'all' not in programs:
@@ -354,7 +356,7 @@ def reefl(cfg: vit.ViTConfig, *, regime: str, local: LocalConfig, hp: Hparams,
                                      data.count, key, jnp.float32(lr), jnp.float32(kd_w), mode,
                                      jnp.int32(data.tier))
     stats = dict(stats, teacher=stats['teacher'][:data.tier + 1], tier=data.tier)
-    return ClientOutput(held_upload(trained, data.tier, cfg), data.count, stats)
+    return ClientOutput(upload(trained, shared[2]), data.count, stats)
 
   def server(state, outputs):
     flat = flatten(state.params)
