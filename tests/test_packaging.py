@@ -92,7 +92,7 @@ DISTRIBUTIONS = {
     'tensorflow_datasets': 'tensorflow-datasets', 'tqdm': 'tqdm',
 }
 EXTRAS = {'torch': 'torch'}
-LOCAL = {'mg', 'configs', 'experiments', 'data_helpers'}  # data_helpers: tests' own
+LOCAL = {'mg', 'configs', 'experiments', 'data_helpers', 'host_rules'}  # the tests' own
 
 
 def _third_party_imports(folders) -> set:

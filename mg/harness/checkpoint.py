@@ -257,11 +257,22 @@ def _quiet_closed_event_loop():
 
   hook.quiets_closed_event_loop = True
   sys.unraisablehook = hook
-  # The abandoned reads' futures and tasks also log 'Future (or Task) exception was
-  # never retrieved' through asyncio's logger when they are collected: the same noise.
+  # The abandoned reads' futures, tasks and callbacks also log it through asyncio's
+  # logger ('Future/Task exception was never retrieved', 'Exception in callback'):
+  # the same noise, dropped wherever the closed loop is the error.
   asyncio_log = logging.getLogger('asyncio')
-  asyncio_log.addFilter(lambda record: not record.getMessage().startswith(
-      ('Future exception was never retrieved', 'Task exception was never retrieved')))
+  asyncio_log.addFilter(lambda record: not _closed_loop_record(record))
+
+
+def _closed_loop_record(record: logging.LogRecord) -> bool:
+  """Whether a log record reports (only) an event loop found closed."""
+  error = record.exc_info[1] if record.exc_info else None
+  if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
+    return True
+  message = record.getMessage()
+  return message.startswith(('Future exception was never retrieved',
+                             'Task exception was never retrieved')) or (
+                                 "RuntimeError('Event loop is closed')" in message)
 
 
 class Interrupted(Exception):

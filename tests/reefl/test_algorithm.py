@@ -1,4 +1,4 @@
-"""ReeFL's local loss, schedules, aggregation and compiled per-tier programs."""
+"""ReeFL's local loss, schedules and compiled local training (aggregation: tests/test_aggregation.py)."""
 
 import math
 
@@ -13,17 +13,6 @@ from mg.models import vit
 init = jax.jit(vit.init, static_argnums=1)
 CFG = vit.ViTConfig(image_size=8, patch_size=4, in_chans=1, dim=16, depth=2,
                     heads=2, num_exits=2, num_classes=3)
-
-
-def test_aggregation_hand_worked_three_clients():
-  server = {'a': np.float32(0.0), 'b': np.float32(10.0), 'c': np.float32(5.0)}
-  uploads = [({'a': np.float32(1.0), 'b': np.float32(2.0)}, 1),   # tier 1
-             ({'a': np.float32(5.0)}, 3),                        # tier 0
-             ({'a': np.float32(2.0), 'b': np.float32(8.0)}, 2)]  # tier 1
-  new = reefl.aggregate(server, uploads)
-  assert new['a'] == pytest.approx((1 * 1 + 3 * 5 + 2 * 2) / 6)
-  assert new['b'] == pytest.approx((1 * 2 + 2 * 8) / 3)
-  assert new['c'] == 5.0  # held by no sampled client: unchanged
 
 
 def test_kd_ramp_values():
@@ -124,10 +113,14 @@ def test_local_training_masks_the_last_batch_and_resets_the_teacher_ema(small_ru
   np.testing.assert_array_equal(out1.metrics['teacher'], out2.metrics['teacher'])
   for k in out1.tree:
     np.testing.assert_array_equal(out1.tree[k], out2.tree[k])
-  # A tier-0 client uploads block 0 and Ree only.
-  out0 = alg.client(alg.broadcast(state, 0), clients[0], images, labels, key, 3)
-  assert not any(k.startswith('blocks/1/') for k in out0.tree)
-  assert any(k.startswith('blocks/0/') for k in out0.tree)
+  # A tier-0 client trains (and uploads) block 0 and Ree only; block 1 comes back as sent.
+  shared0 = alg.broadcast(state, 0)
+  out0 = alg.client(shared0, clients[0], images, labels, key, 3)
+  table = reefl.held_table(CFG, 'full', params)
+  np.testing.assert_array_equal(table['blocks/q/kernel'], [[True, False], [True, True]])
+  assert table['ree/head/dense/kernel'].all()
+  np.testing.assert_array_equal(out0.tree['blocks/q/kernel'][1], shared0[0]['blocks/q/kernel'][1])
+  assert not np.array_equal(out0.tree['blocks/q/kernel'][0], shared0[0]['blocks/q/kernel'][0])
 
 
 def test_regimes_choose_trainable_parameters():

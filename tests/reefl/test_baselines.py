@@ -2,12 +2,15 @@
 
 import json
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs.reefl import test as reefl_test
+import host_rules
+from mg.federated import aggregation
 from mg.reefl import run as reefl_run
 from mg.federated import server as server_lib
 from mg.reefl.algorithms import depthfl, early_exit, exclusivefl, inclusivefl, scalefl
@@ -57,6 +60,41 @@ def test_inclusivefl_layers_by_tier():
   assert {p.split('/')[0] + '/' + p.split('/')[1] for p in paths} == {'blocks/1', 'heads/0'}
 
 
+def _inclusivefl(g, personal, momentum, groups, cfg, beta=0.2):
+  """The device rule on host-style groups ``{tier: [(flat upload, weight)]}``."""
+  rows = [(t, u, w) for t in sorted(groups) for u, w in groups[t]]
+  uploads = {k: jnp.stack([jnp.asarray(u.get(k, g[k])) for _, u, _ in rows]) for k in g}
+  return jax.jit(inclusivefl.aggregate, static_argnums=(6, 7))(
+      g, personal, momentum, uploads, jnp.asarray([w for _, _, w in rows], jnp.float32),
+      jnp.asarray([t for t, _, _ in rows], jnp.int32), cfg, beta)
+
+
+def test_inclusivefl_matches_the_float64_host_rule():
+  cfg = TINY._replace(depth=8, num_exits=4)
+  rng = np.random.default_rng(1)
+  params = _fake_params(8, 4)
+  keys = list(flatten(params))
+  g = {k: rng.normal(size=(3,)).astype(np.float32) for k in keys}
+  extra = inclusivefl.init_extra(cfg, params, 'full')
+  personal = [{k: rng.normal(size=(3,)).astype(np.float32) for k in p} for p in extra['personal']]
+  momentum = [{k: rng.normal(size=(3,)).astype(np.float32) for k in m} for m in extra['momentum']]
+  groups = {}
+  for t, w in ((0, 30.), (0, 55.), (1, 80.), (3, 41.), (3, 80.), (3, 12.)):  # tier 2 unsampled
+    own = [k for k in keys if inclusivefl.holds(k, t, cfg)]
+    groups.setdefault(t, []).append(({k: rng.normal(size=(3,)).astype(np.float32) for k in own}, w))
+  got = _inclusivefl(g, personal, momentum, groups, cfg)
+  want = host_rules.inclusivefl_aggregate(g, personal, momentum, groups, cfg)
+  rel = lambda a, b: float(np.max(np.abs(np.asarray(a, np.float64) - b) /
+                                  np.maximum(np.abs(np.asarray(b, np.float64)), 1e-30)))
+  for k in g:
+    assert rel(got[0][k], want[0][k]) <= 1e-6, k
+  for t in range(4):
+    for k in want[1][t]:
+      assert rel(got[1][t][k], want[1][t][k]) <= 1e-6, (t, k)
+    for k in want[2][t]:
+      np.testing.assert_allclose(got[2][t][k], want[2][t][k], rtol=1e-6, atol=1e-30)
+
+
 def test_inclusivefl_momentum_distillation_on_toy_numbers():
   cfg = TINY                                          # D = 4, E = 2: exits after 1, 3
   g = {'patch/bias': _a(0.), 'blocks/0/q/kernel': _a(0.), 'blocks/1/q/kernel': _a(0.),
@@ -70,7 +108,7 @@ def test_inclusivefl_momentum_distillation_on_toy_numbers():
   up = lambda keys, v: {k: _a(v) for k in keys}
   groups = {0: [(up(t0, 2.), 1.0), (up(t0, 6.), 3.0)],          # example-weighted: 5
             1: [(up(list(g)[:5] + ['heads/1/dense/bias'], 8.), 7.0)]}
-  new, pers, mom = inclusivefl.aggregate(g, personal, momentum, groups, cfg, beta=0.2)
+  new, pers, mom = _inclusivefl(g, personal, momentum, groups, cfg, beta=0.2)
   # Tier 0's top block: start 10, mean 5, g = 5 -> 0.2 * 5 (tier 1's old momentum) + 0.8 * 5.
   np.testing.assert_allclose(pers[0]['blocks/1/q/kernel'], 10 - (0.2 * 5 + 0.8 * 5))
   np.testing.assert_allclose(pers[0]['heads/0/dense/bias'], 5.0)   # heads: no momentum
@@ -83,7 +121,7 @@ def test_inclusivefl_momentum_distillation_on_toy_numbers():
   # Tier 1's new momentum: mean update of its top D/E blocks, (20-8 + 30-8) / 2.
   np.testing.assert_allclose(mom[1]['q/kernel'], 17.0)
   # A tier nobody sampled has its momentum reset.
-  _, _, mom = inclusivefl.aggregate(g, personal, momentum, {0: groups[0]}, cfg)
+  _, _, mom = _inclusivefl(g, personal, momentum, {0: groups[0]}, cfg)
   np.testing.assert_allclose(mom[1]['q/kernel'], 0.0)
 
 
@@ -93,11 +131,13 @@ def test_inclusivefl_momentum_distillation_on_toy_numbers():
 def test_feddyn_server_step_on_toy_numbers():
   g = {'a': _a(1.), 'b': _a(7.)}
   h = {'a': _a(0.), 'b': _a(0.5)}
-  new, h2 = depthfl.feddyn_aggregate(g, h, [{'a': _a(3.)}, {'a': _a(5.)}], 10, 0.1)
+  uploads = {'a': jnp.stack([_a(3.), _a(5.)]), 'b': jnp.stack([_a(0.), _a(0.)])}
+  held = {'a': jnp.array([True, True]), 'b': jnp.array([False, False])}
+  new, h2 = aggregation.feddyn(g, h, uploads, held, 10, 0.1)
   # mean 4; h = 0 - 0.1 * 2 * (4 - 1) / 10 = -0.06; theta = 4 + 0.06 / 0.1
   np.testing.assert_allclose(h2['a'], -0.06, rtol=1e-6)
   np.testing.assert_allclose(new['a'], 4.6, rtol=1e-6)
-  assert new['b'] == 7.0 and h2['b'] == 0.5                        # nobody held it
+  assert float(new['b'][0]) == 7.0 and float(h2['b'][0]) == 0.5    # nobody held it
 
 
 def test_feddyn_client_terms_and_state_by_client_id():
@@ -107,15 +147,19 @@ def test_feddyn_client_terms_and_state_by_client_id():
   np.testing.assert_allclose(early_exit.feddyn_client_state(prev, theta, anchor, 0.1)['w'], 0.4)
   params = _fake_params(4, 2)
   spec = depthfl.feddyn_spec(TINY, 'full', num_clients=5, alpha=0.1)
-  state = server_lib.init_state(params, opt_state=depthfl.feddyn_extra(params, 'full', 5))
-  flat = flatten(exit_heads.tier_params(params, 0, TINY))
-  out = lambda cid, v: ClientOutput(flat, 1.0, {'cid': cid, 'tier': 0,
-                                                'state': {k: jnp.full_like(x, v)
-                                                          for k, x in flat.items()}})
-  _, extra = spec.server(state, [(flat, 1.0), (flat, 1.0)], [out(1, 2.0), out(3, -1.0)])
+  extra = depthfl.feddyn_extra(params, 'full', 5)
+  train = early_exit.split(traverse_util.flatten_dict(params, sep='/'), 'full')[0]
+  table = early_exit.held_table(spec, params, extra, 2, 'full')
+  trees = aggregation.stack_clients([train, train])
+  states = {k: jnp.stack([jnp.full_like(v, 2.0), jnp.full_like(v, -1.0)]) for k, v in train.items()}
+  batch = early_exit.Uploads(trees, aggregation.gather_masks(table, jnp.array([0, 0])),
+                             jnp.ones((2,)), jnp.array([0, 0]), jnp.array([1, 3]), states)
+  _, extra = spec.server(train, extra, batch)
   rows = np.asarray(extra['g']['patch/bias'])[:, 0]
   np.testing.assert_allclose(rows, [0, 2, 0, -1, 0])
   assert float(jnp.abs(extra['g']['heads/1/dense/bias']).max()) == 0.0   # tier 0 lacks it
+  block_rows = np.asarray(extra['g']['blocks/q/bias'])[:, :, 0]           # (clients, blocks)
+  np.testing.assert_allclose(block_rows[1], [2, 2, 0, 0])                 # tier 0: blocks 0, 1
 
 
 # -------------------------------------------------------------------- losses
@@ -169,11 +213,18 @@ def test_one_program_for_every_tier_trains_as_the_per_tier_programs():
   data = early_exit.reefl.ClientData(jnp.arange(12, dtype=jnp.int32), jnp.int32(10), 0, 2)
   one, own = (a.client(a.broadcast(state, 0), data, images, labels, jax.random.PRNGKey(5), 3)
               for a in algs)
-  assert set(one.tree) == set(own.tree) and not any(k.startswith('heads/1/') for k in one.tree)
-  for k in own.tree:
-    np.testing.assert_allclose(one.tree[k], own.tree[k], rtol=2e-5, atol=2e-6, err_msg=k)
-    np.testing.assert_allclose(one.metrics['state'][k], own.metrics['state'][k], rtol=2e-5,
-                               atol=2e-6, err_msg=k)
+  assert set(one.tree) == set(own.tree)       # both at the global shapes
+  held = aggregation.gather_masks(early_exit.held_table(spec, params, state.opt_state, 2, 'full'),
+                                  0)
+  assert not held['heads/1/dense/kernel'] and list(held['blocks/q/kernel']) == [True, True, False,
+                                                                                False]
+  for k in own.tree:   # what tier 0 holds (and uploads)
+    m = np.broadcast_to(aggregation.expand(held[k], own.tree[k].ndim), own.tree[k].shape)
+    np.testing.assert_allclose(np.asarray(one.tree[k])[m], np.asarray(own.tree[k])[m],
+                               rtol=2e-5, atol=2e-6, err_msg=k)
+    np.testing.assert_allclose(np.asarray(one.metrics['state'][k])[m],
+                               np.asarray(own.metrics['state'][k])[m], rtol=2e-5, atol=2e-6,
+                               err_msg=k)
   np.testing.assert_allclose(one.metrics['loss'], own.metrics['loss'], rtol=1e-5)
 
 
@@ -216,7 +267,13 @@ def test_scalefl_leading_slices_with_attention_rounded_to_heads():
 
 def test_scalefl_count_mean_over_overlapping_slices():
   g = {'w': np.full((3, 3), 9.0, np.float32)}
-  new = scalefl.count_mean(g, [{'w': np.ones((2, 2))}, {'w': np.full((3, 2), 3.0)}])['w']
+  trees = {'w': jnp.stack([jnp.pad(jnp.ones((2, 2)), [(0, 1), (0, 1)]),
+                           jnp.pad(jnp.full((3, 2), 3.0), [(0, 0), (0, 1)])])}
+  held = {'w': jnp.stack([early_exit._slice_mask((2, 2), (3, 3)),
+                          early_exit._slice_mask((3, 2), (3, 3))])}
+  batch = early_exit.Uploads(trees, held, jnp.array([80.0, 20.0]), jnp.array([0, 1]),
+                             jnp.array([0, 1]))
+  new = np.asarray(scalefl.count_mean(g, {}, batch)[0]['w'])
   np.testing.assert_allclose(new[:2, :2], 2.0)   # (1 + 3) / 2: a count, not example weights
   np.testing.assert_allclose(new[2, :2], 3.0)
   np.testing.assert_allclose(new[:, 2], 9.0)     # nobody's slice: kept
@@ -234,7 +291,7 @@ def test_baselines_run_through_the_reefl_loop_and_resume(tmp_path, reefl_program
   # One compiled program for every tier of ExclusiveFL and DepthFL (shared), one per
   # tier for ScaleFL (its tiers differ in width), never recompiled over the rounds'
   # new learning rates and KD weights.
-  compiled = reefl_programs['baselines']
+  compiled = {k: p for k, p in reefl_programs['baselines'].items() if k[0] != 'broadcast'}
   assert sorted(k[0] for k in compiled) == ['exit_heads', 'scalefl', 'scalefl']
   assert all(p._cache_size() == 1 for p in compiled.values())
   rows = {r['method']: r for r in doc['rows']}

@@ -14,7 +14,7 @@ each): summed cross-entropy plus
 **Server**: ``depthfl`` the example-weighted mean per parameter
 (``EarlyExitFedAvg``); ``depthfl_feddyn`` FedDyn (Acar et al., ICLR 2021)
 per parameter over the ``n_k`` sampled clients that hold it
-(:func:`feddyn_aggregate`):
+(:func:`mg.federated.aggregation.feddyn`):
 
 .. math::
 
@@ -32,12 +32,12 @@ FedDyn run uses its own schedule: SGD 0.1 -> 0.01 cosine, weight decay 1e-3.
 
 from __future__ import annotations
 
+from flax import traverse_util
 import jax.numpy as jnp
-import numpy as np
 
+from mg.federated import aggregation
 from mg.reefl.algorithms import early_exit, exclusivefl
 from mg.models import vit
-from mg.models.vit import flatten, unflatten
 
 
 def spec(cfg: vit.ViTConfig, regime: str) -> early_exit.Spec:
@@ -45,54 +45,36 @@ def spec(cfg: vit.ViTConfig, regime: str) -> early_exit.Spec:
   return exclusivefl.spec(cfg, regime)
 
 
-def feddyn_aggregate(global_flat: dict, h: dict, uploads: list[dict], num_clients: int,
-                     alpha: float) -> tuple[dict, dict]:
-  """FedDyn's server step per parameter (``aggregate_inplace_early_exit_feddyn``), float64.
-
-  Args:
-    global_flat: ``{path: array}`` the current trainable parameters.
-    h: ``{path: array}`` the server's FedDyn state.
-    uploads: the sampled clients' trainable parameters (each a subset of paths).
-    num_clients: all clients ``N``; alpha: FedDyn's alpha.
-
-  Returns:
-    (new parameters, new h); a parameter no upload holds keeps its value and its h.
-  """
-  new, new_h = {}, {}
-  for k, v in global_flat.items():
-    held = [np.asarray(u[k], np.float64) for u in uploads if k in u]
-    if not held:
-      new[k], new_h[k] = v, h[k]
-      continue
-    mean = sum(held) / len(held)
-    hk = np.asarray(h[k], np.float64) - alpha * len(held) * (mean - np.asarray(v, np.float64)) / num_clients
-    new[k] = np.asarray(mean - hk / alpha, np.float32)
-    new_h[k] = np.asarray(hk, np.float32)
-  return new, new_h
-
-
 def feddyn_extra(params, regime: str, num_clients: int) -> dict:
-  """FedDyn's state: ``h`` per trainable parameter, and ``g`` with one row per client."""
-  train = early_exit.split(flatten(params), regime)[0]
+  """FedDyn's state: ``h`` per trainable parameter, and ``g`` with one row per client.
+
+  By path with the blocks stacked: ``g['blocks/q/kernel']`` is (N, D, ...).
+  """
+  train = early_exit.split(traverse_util.flatten_dict(params, sep='/'), regime)[0]
   return {'h': {k: jnp.zeros_like(v) for k, v in train.items()},
           'g': {k: jnp.zeros((num_clients,) + v.shape, v.dtype) for k, v in train.items()}}
 
 
+def feddyn_server(num_clients: int, alpha: float):
+  """FedDyn's server rule (:func:`mg.federated.aggregation.feddyn`) and the clients' states.
+
+  Each sampled client's row of ``g`` takes its new state where its tier holds
+  the entry (the code's ``prev_grads/{cid}``); other rows are untouched.
+  """
+
+  def server(train, extra, batch: early_exit.Uploads):
+    new, h = aggregation.feddyn(train, extra['h'], batch.trees, batch.held, num_clients, alpha)
+    g = {}
+    for k, gk in extra['g'].items():
+      rows = gk[batch.cids]
+      held = aggregation.expand(batch.held[k], rows.ndim)
+      g[k] = gk.at[batch.cids].set(jnp.where(held, batch.states[k], rows))
+    return new, {'h': h, 'g': g}
+
+  return server
+
+
 def feddyn_spec(cfg: vit.ViTConfig, regime: str, num_clients: int, alpha: float) -> early_exit.Spec:
   """DepthFL with FedDyn: the server step above, client states by id."""
-
-  def server(state, uploads, outputs):
-    flat = flatten(state.params)
-    train = early_exit.split(flat, regime)[0]
-    new, h = feddyn_aggregate(train, state.opt_state['h'], [u for u, _ in uploads],
-                              num_clients, alpha)
-    g = dict(state.opt_state['g'])
-    for k in g:
-      rows = [(o.metrics['cid'], o.metrics['state'][k]) for o in outputs if k in o.metrics['state']]
-      if rows:
-        ids = jnp.asarray([c for c, _ in rows])
-        g[k] = g[k].at[ids].set(jnp.stack([r for _, r in rows]))
-    h = {k: jnp.asarray(v) for k, v in h.items()}
-    return unflatten({**flat, **new}), {'h': h, 'g': g}
-
-  return exclusivefl.spec(cfg, regime)._replace(server=server, client_state=True)
+  return exclusivefl.spec(cfg, regime)._replace(server=feddyn_server(num_clients, alpha),
+                                                client_state=True)

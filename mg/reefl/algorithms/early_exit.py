@@ -38,13 +38,16 @@ program per tier.
 from __future__ import annotations
 
 import math
+import functools
 from typing import Callable, NamedTuple
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mg.data import masked_mean
+from mg.federated import aggregation
 from mg.reefl.algorithms import reefl
 from mg.reefl.algorithms.reefl import exit_cross_entropies
 from mg.models.vit import flatten, stack, unflatten
@@ -225,9 +228,10 @@ class Spec(NamedTuple):
   ``last_only``: with ``forward_any``, only the tier's own exit counts (else
   every exit up to it);
   ``program_key(tier)``: compiled programs are shared between specs with equal keys;
-  ``server(state, uploads, outputs)`` -> ``(params, extra)`` with ``uploads``
-  ``[(flat trainable, example count)]`` and ``outputs`` the client outputs.
-  ``client_state``: whether clients keep FedDyn state (``extra['g']`` by client id).
+  ``server(train, extra, batch)`` -> ``(train, extra)``: the server rule, a
+  pure (jitted) function of the global trainable parameters (flat, blocks
+  stacked), the method's extras and the round's :class:`Uploads`;
+  ``client_state``: whether clients keep FedDyn state (``extra['g']``, a row per client).
   """
   tier_tree: Callable
   forward: Callable
@@ -238,6 +242,24 @@ class Spec(NamedTuple):
   client_state: bool = False
   forward_any: Callable | None = None
   last_only: bool = False
+
+
+class Uploads(NamedTuple):
+  """A round's client outputs stacked over the C sampled clients, on the device.
+
+  ``trees``: ``{path: (C, ...)}`` the trained trainable parameters at the
+  global shapes (blocks stacked; a width slice padded with zeros);
+  ``held``: ``{path: (C, ...)}`` which entries each client holds
+  (:mod:`mg.federated.aggregation`); ``weights`` (C,) example counts;
+  ``tiers``, ``cids`` (C,) int32; ``states``: FedDyn's new client states
+  (like ``trees``) or None.
+  """
+  trees: dict
+  held: dict
+  weights: jax.Array
+  tiers: jax.Array
+  cids: jax.Array
+  states: dict | None = None
 
 
 def _exit_mask(spec: Spec, num_exits: int) -> Callable:
@@ -254,13 +276,62 @@ class Shared(NamedTuple):
 
   ``trainable``/``frozen``: the parameters the local program trains and
   reads (blocks stacked; the full model with the tier's own values where the
-  spec has ``forward_any``); ``g``: FedDyn's client states (or None);
-  ``own``: the tier's trainable parameters by path per block (what it uploads).
+  spec has ``forward_any``, else the tier's own model); ``g``: FedDyn's
+  client states (or None).
   """
   trainable: dict
   frozen: dict
   g: dict | None
-  own: dict
+
+
+def _slice_mask(shape, full) -> np.ndarray:
+  """Where a leading-index slice of ``shape`` lies in an array of shape ``full``."""
+  mask = np.zeros(full, bool)
+  mask[tuple(slice(0, s) for s in shape)] = True
+  return mask
+
+
+def held_table(spec: Spec, params, extra, num_exits: int, regime: str) -> dict:
+  """``{path: (E, ...) bool}``: what each tier uploads of the global trainable parameters.
+
+  Rows of stacked blocks and whole tensors (:func:`mg.federated.aggregation.mask_table`)
+  where the tiers train the full-width model; entry by entry for width slices (ScaleFL).
+  """
+  train = split(traverse_util.flatten_dict(params, sep='/'), regime)[0]
+  tiers = [split(flatten(jax.eval_shape(lambda p, e, t=t: spec.tier_tree(p, e, t), params, extra)),
+                 regime)[0] for t in range(num_exits)]
+  if spec.forward_any is not None:
+    return aggregation.mask_table([set(t) for t in tiers], train)
+  table = {}
+  for k, v in train.items():
+    rows = []
+    for t in tiers:
+      own = stack(t)
+      rows.append(_slice_mask(own[k].shape, v.shape) if k in own else np.zeros(v.shape, bool))
+    table[k] = np.stack(rows)
+  return table
+
+
+@jax.jit
+def _client_row(g: dict, cid, table: dict, tier) -> dict:
+  """Client ``cid``'s FedDyn state where tier ``tier`` holds the entry, else 0."""
+  mask = aggregation.gather_masks(table, tier)
+  return {k: jnp.where(aggregation.expand(mask[k], v.ndim - 1), v[cid], 0.0) for k, v in g.items()}
+
+
+_client_state = jax.jit(lambda prev, trained, anchor, alpha: feddyn_client_state(
+    prev, trained, anchor, alpha))
+
+
+def _leading(x, shape):
+  """The leading-index slice of ``x`` of ``shape``."""
+  return x[tuple(slice(0, n) for n in shape)]
+
+
+def _pad_to(tree: dict, like: dict) -> dict:
+  """``tree``'s leading-index slices placed in zeros of ``like``'s shapes (every path of ``like``)."""
+  return {k: (jnp.pad(tree[k], [(0, f - s) for s, f in zip(tree[k].shape, v.shape)])
+              if k in tree else jnp.zeros(v.shape, v.dtype)) for k, v in like.items()}
 
 
 def algorithm(name: str, spec: Spec, *, regime: str, local: LocalConfig,
@@ -270,23 +341,44 @@ def algorithm(name: str, spec: Spec, *, regime: str, local: LocalConfig,
 
   The server state is :class:`mg.federated.server.ServerState` with the
   method's extra state (InclusiveFL's personal layers and momenta, FedDyn's
-  ``h`` and client states) in ``opt_state``. ``output(state)`` is what ``spec.logits``
-  reads (InclusiveFL: the global and the personal layers).
+  ``h`` and client states) in ``opt_state``. A client's output tree is its
+  trained parameters at the global trainable shapes, left on the device; the
+  server stacks the round's outputs into :class:`Uploads` and applies the
+  spec's rule in one compiled program. ``output(state)`` is what
+  ``spec.logits`` reads (InclusiveFL: the global and the personal layers).
   """
   from mg.federated import server as server_lib  # pylint: disable=g-import-not-at-top
   from mg.federated.mapping import Algorithm, ClientOutput  # pylint: disable=g-import-not-at-top
   programs = {} if programs is None else programs
   zeros: dict = {}
+  held: dict = {}  # the tiers' mask table, upload sizes and the trainable shapes
 
   def init(params):
     return server_lib.init_state(params, opt_state=extra(params))
 
+  def held_of(state):
+    if not held:
+      shapes = jax.eval_shape(lambda p: p, state.params)
+      table = held_table(spec, shapes, jax.eval_shape(lambda e: e, state.opt_state),
+                         num_exits, regime)
+      train = split(traverse_util.flatten_dict(shapes, sep='/'), regime)[0]
+      held.update(table=jax.tree.map(jnp.asarray, table), shapes=train,
+                  sizes=[aggregation.held_size(table, train, t) for t in range(num_exits)])
+    return held
+
+  def at_client(params, opt_state, tier):
+    own = flatten(spec.tier_tree(params, opt_state, tier))
+    train, frozen = split(stack({**flatten(params), **own} if spec.forward_any else own), regime)
+    return train, frozen
+
   def broadcast(state, tier):
-    own = flatten(spec.tier_tree(state.params, state.opt_state, tier))
-    at_client = {**flatten(state.params), **own} if spec.forward_any else own
-    train, frozen = split(stack(at_client), regime)
+    held_of(state)
+    key = ('broadcast', name, spec.program_key(tier), tier)   # one small program per tier
+    if key not in programs:
+      programs[key] = jax.jit(functools.partial(at_client, tier=tier))
+    train, frozen = programs[key](state.params, state.opt_state)
     dyn = state.opt_state.get('g') if spec.client_state else None
-    return Shared(train, frozen, dyn, split(own, regime)[0])
+    return Shared(train, frozen, dyn)
 
   def program(tier):
     pkey = spec.program_key(tier)
@@ -299,10 +391,9 @@ def algorithm(name: str, spec: Spec, *, regime: str, local: LocalConfig,
   def client(shared: Shared, data, images, labels, key, round_):
     tier = data.tier
     pkey, train_fn = program(tier)
-    if spec.client_state:  # g: every trainable parameter of the full model; the tier's own count
-      keys = shared.g if spec.forward_any else shared.own
-      prev = stack({k: (shared.g[k][data.cid] if k in shared.own else
-                        jnp.zeros(shared.g[k].shape[1:], shared.g[k].dtype)) for k in keys})
+    if spec.client_state:  # the client's own row, where its tier holds the entry (else 0)
+      prev = _client_row(shared.g, data.cid, held['table'], tier)
+      prev = {k: _leading(prev[k], v.shape) for k, v in shared.trainable.items()}
     else:
       if pkey not in zeros:
         zeros[pkey] = {k: jnp.zeros_like(v) for k, v in shared.trainable.items()}
@@ -312,21 +403,38 @@ def algorithm(name: str, spec: Spec, *, regime: str, local: LocalConfig,
     trained, stats = train_fn(shared.trainable, shared.frozen, prev, images, labels,
                               data.index, data.count, key, knobs(local, lr, kd_w),
                               jnp.int32(tier))
-    upload = reefl.upload(trained, shared.own)
     metrics = dict(stats, tier=tier, cid=data.cid)
     if spec.client_state:
-      prev_own = {k: shared.g[k][data.cid] for k in shared.own}
-      metrics['state'] = feddyn_client_state(prev_own, upload, shared.own, local.feddyn_alpha)
-    return ClientOutput(upload, data.count, metrics)
+      metrics['state'] = _client_state(prev, trained, shared.trainable,
+                                       jnp.float32(local.feddyn_alpha))
+    if spec.forward_any is None:  # the tier's own shapes: placed in the global ones
+      trained = _pad_to(trained, held['shapes'])
+      if spec.client_state:
+        metrics['state'] = _pad_to(metrics['state'], held['shapes'])
+    return ClientOutput(trained, data.count, metrics)
+
+  @jax.jit
+  def _server(params, opt_state, trees, states, weights, tiers, cids, table):
+    flat = traverse_util.flatten_dict(params, sep='/')
+    train = split(flat, regime)[0]
+    batch = Uploads(aggregation.stack_clients(trees), aggregation.gather_masks(table, tiers),
+                    weights, tiers, cids,
+                    aggregation.stack_clients(states) if states is not None else None)
+    new, ext = spec.server(train, opt_state, batch)
+    return (traverse_util.unflatten_dict({**flat, **new}, sep='/'), ext,
+            aggregation.all_finite(batch.trees, batch.held))
 
   def server(state, outputs):
-    uploads = [(o.tree, float(o.weight)) for o in outputs]
-    params, ext = spec.server(state, uploads, outputs)
-    finite = bool(all(np.all(np.isfinite(np.asarray(v))) for o in outputs
-                      for v in o.tree.values()))
-    state = state._replace(params=jax.tree.map(jnp.asarray, params), opt_state=ext,
-                           round=state.round + 1)
-    return state, {'finite': finite}
+    h = held_of(state)
+    states = [o.metrics['state'] for o in outputs] if spec.client_state else None
+    params, ext, finite = _server(
+        state.params, state.opt_state, [o.tree for o in outputs], states,
+        jnp.stack([jnp.asarray(o.weight, jnp.float32) for o in outputs]),
+        jnp.asarray([o.metrics['tier'] for o in outputs], jnp.int32),
+        jnp.asarray([o.metrics['cid'] for o in outputs], jnp.int32), h['table'])
+    state = state._replace(params=params, opt_state=ext, round=state.round + 1)
+    return state, {'finite': finite,
+                   'uploaded': sum(h['sizes'][o.metrics['tier']] for o in outputs)}
 
   def output(state):
     return spec.eval_tree(state)
@@ -334,15 +442,9 @@ def algorithm(name: str, spec: Spec, *, regime: str, local: LocalConfig,
   return Algorithm(name, init, broadcast, client, server, output)
 
 
-def weighted_mean_server(regime: str) -> Callable:
-  """The code's ``EarlyExitFedAvg``: :func:`mg.reefl.algorithms.reefl.aggregate` per parameter."""
-
-  def server(state, uploads, outputs):
-    del outputs
-    flat = flatten(state.params)
-    new = reefl.aggregate(split(flat, regime)[0], uploads)
-    return unflatten({**flat, **new}), state.opt_state
-  return server
+def weighted_mean_server(train, extra, batch: Uploads):
+  """The code's ``EarlyExitFedAvg``: the example-weighted mean over the clients holding each entry."""
+  return aggregation.held_mean(train, batch.trees, batch.weights, batch.held), extra
 
 
 def tier_counts(tier_tree: Callable, params, extra, num_exits: int, regime: str) -> list[dict]:

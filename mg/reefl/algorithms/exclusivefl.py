@@ -38,7 +38,7 @@ def spec(cfg: vit.ViTConfig, regime: str) -> early_exit.Spec:
       forward=lambda tier: functools.partial(exit_heads.apply, cfg=cfg, tier=tier),
       forward_any=lambda params, images, tier: exit_heads.apply_to_tier(params, images, cfg, tier),
       program_key=lambda tier: ('exit_heads', regime, cfg),
-      server=early_exit.weighted_mean_server(regime),
+      server=early_exit.weighted_mean_server,
       logits=functools.partial(_logits, cfg=cfg))
 
 

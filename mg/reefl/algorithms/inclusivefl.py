@@ -41,12 +41,14 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mg.federated import compensated as cf
 from mg.reefl.algorithms import early_exit
 from mg.models import exit_heads, vit
-from mg.models.vit import flatten, unflatten
+from mg.models.vit import flatten, stack, unflatten, unstack
 
 
 def personal_blocks(cfg: vit.ViTConfig, tier: int) -> list[int]:
@@ -94,56 +96,136 @@ def init_extra(cfg: vit.ViTConfig, params, regime: str) -> dict:
   return {'personal': personal, 'momentum': momentum}
 
 
-def _weighted_mean(uploads):
-  total = sum(w for _, w in uploads)
-  return {k: sum(w * np.asarray(f[k], np.float64) for f, w in uploads) / total
-          for k in uploads[0][0]}
+def holds(path: str, tier: int, cfg: vit.ViTConfig) -> bool:
+  """Whether tier ``tier``'s clients hold ``path`` (per block): :func:`_local` by path."""
+  parts = path.split('/')
+  if parts[0] == 'blocks':
+    return int(parts[1]) <= cfg.exits[tier]
+  if parts[0] == 'heads':
+    return parts[1] == str(tier)
+  return True
 
 
-def aggregate(global_flat: dict, personal: list, momentum: list, groups: dict,
-              cfg: vit.ViTConfig, beta: float = 0.2) -> tuple[dict, list, list]:
-  """One InclusiveFL server step (the module docstring), in float64 on the host.
+def _segments(flat: dict) -> dict:
+  """``{path: (start, stop, shape)}`` of each entry in the raveled vector of ``flat``."""
+  out, start = {}, 0
+  for k, v in flat.items():
+    size = int(np.prod(v.shape))
+    out[k] = (start, start + size, tuple(v.shape))
+    start += size
+  return out
+
+
+def _ravel(values: dict, seg: dict, fill=None) -> jax.Array:
+  """One vector of ``seg``'s layout: ``values[k]`` where given, else ``fill[k]`` (or zeros)."""
+  parts = []
+  for k, (a, b, shape) in seg.items():
+    v = values.get(k)
+    if v is None:
+      v = fill[k] if fill is not None else jnp.zeros(shape, jnp.float32)
+    parts.append(jnp.ravel(v))
+  return jnp.concatenate(parts)
+
+
+def _piece(vector, seg, k):
+  a, b, shape = seg[k]
+  return vector[a:b].reshape(shape)
+
+
+def _momentum(old: dict, g_hi, g_lo, seg: dict, blocks: list, present) -> dict:
+  """A tier's new momenta: per layer, the mean of ``g`` over its momentum ``blocks`` (0 if absent)."""
+  if not old:
+    return {}
+  index = np.stack([np.concatenate([np.arange(*seg[f'blocks/{i}/{layer}'][:2]) for layer in old])
+                    for i in blocks])                                     # (blocks, M)
+
+  def mean(*rows):
+    total = cf.DF(rows[0], rows[len(blocks)])
+    for i in range(1, len(blocks)):
+      total = cf.add(total, cf.DF(rows[i], rows[len(blocks) + i]))
+    return jnp.where(present, cf.div(total, cf.of(float(len(blocks)))).value(), 0.0)
+
+  m = cf.elementwise(mean, *[g_hi[r] for r in index], *[g_lo[r] for r in index])
+  out, start = {}, 0
+  for layer, v in old.items():
+    out[layer] = m[start:start + v.size].reshape(v.shape)
+    start += v.size
+  return out
+
+
+def aggregate(global_flat: dict, personal: list, momentum: list, uploads: dict, weights,
+              tiers, cfg: vit.ViTConfig, beta: float = 0.2) -> tuple[dict, list, list]:
+  """One InclusiveFL server step (the module docstring), on the device.
 
   Args:
-    global_flat: ``{path: array}`` the global (shared) parameters.
+    global_flat: ``{path: array}`` the global (shared) trainable parameters, per block.
     personal: per tier ``{path: array}``, its personal layers.
     momentum: per tier ``{layer: array}`` (``layer`` a path inside a block).
-    groups: ``{tier: [(flat trainable parameters of a client, example count)]}``.
+    uploads: ``{path: (C, ...)}`` the clients' trained parameters (all of them,
+      entries their tier does not hold are ignored), in an order whose entries,
+      raveled and concatenated, follow ``global_flat``'s: per block, or with the
+      blocks stacked (``unstack`` keeps that order).
+    weights: (C,) example counts; tiers: (C,) int32.
     beta: the momentum weight.
 
   Returns:
-    (new global parameters, new personal layers, new momenta).
+    (new global parameters, new personal layers, new momenta). Every entry of
+    every path is one element of a vector, each tier one pass over it; sums
+    are compensated (:mod:`mg.federated.compensated`): the code's float64 to
+    within a float32 rounding.
   """
-  acc, count = {}, {}
-  personal = [dict(p) for p in personal]
-  momentum = [dict(m) for m in momentum]
+  seg = _segments(global_flat)
+  theta = _ravel(global_flat, seg)
+  x = jnp.concatenate([v.reshape(v.shape[0], -1) for v in uploads.values()], axis=1)
+  if x.shape[1] != theta.shape[0]:
+    raise ValueError(f'uploads hold {x.shape[1]} entries per client, the parameters {theta.size}')
+  weights = jnp.asarray(weights, jnp.float32)
   last = cfg.num_exits - 1
-  for t in sorted(groups):
-    mean = _weighted_mean(groups[t])
-    start = {k: np.asarray(personal[t].get(k, global_flat[k]), np.float64) for k in mean}
-    grad = {k: start[k] - mean[k] for k in mean}
-    if t != last:
-      for k in personal[t]:
-        if k.startswith('blocks/'):
-          grad[k] = beta * np.asarray(momentum[t + 1][k.split('/', 2)[2]]) + (1 - beta) * grad[k]
-    result = {k: start[k] - grad[k] for k in mean}
-    n = len(groups[t])
-    for k, v in result.items():
-      if k in personal[t]:
-        personal[t][k] = np.asarray(v, np.float32)
-      else:
-        acc[k] = acc.get(k, 0.0) + n * v
-        count[k] = count.get(k, 0) + n
-    blocks = momentum_blocks(cfg, t)
-    for layer in momentum[t]:
-      momentum[t][layer] = np.asarray(
-          sum(grad[f'blocks/{b}/{layer}'] for b in blocks) / len(blocks), np.float32)
+  acc = (jnp.zeros_like(theta),) * 2
+  count = jnp.zeros_like(theta)
+  new_personal, new_momentum = [], []
   for t in range(cfg.num_exits):
-    if t not in groups:
-      momentum[t] = {k: np.zeros_like(v) for k, v in momentum[t].items()}
-  new = {k: (np.asarray(acc[k] / count[k], np.float32) if k in count else v)
-         for k, v in global_flat.items()}
-  return new, personal, momentum
+    member = tiers == t
+    n = jnp.sum(member.astype(jnp.float32))
+    present = n > 0
+    w = jnp.where(member, weights, 0.0)
+    num = cf.dot(w[:, None], jnp.where(member[:, None], x, 0.0))
+    total = cf.where(present, cf.dot(jnp.ones_like(w), w), cf.of(1.0))
+    moving = ({k: momentum[t + 1][k.split('/', 2)[2]] for k in personal[t]
+               if k.startswith('blocks/')} if t != last else {})
+    shared = np.zeros(theta.shape, bool)   # what the tier holds and shares with others
+    for k in seg:
+      if holds(k, t, cfg) and k not in personal[t]:
+        shared[seg[k][0]:seg[k][1]] = True
+
+    def rule(nh, nl, start, moved, on, shared, acc_hi, acc_lo, total=total, n=n,
+             present=present):
+      start = cf.of(start)
+      g = cf.sub(start, cf.div(cf.DF(nh, nl), total))
+      # Momentum distillation on the personal top block (not the last tier).
+      g = cf.where(on > 0, cf.add(cf.mul(cf.of(float(beta)), cf.of(moved)),
+                                  cf.mul(cf.of(1.0 - float(beta)), g)), g)
+      result = cf.sub(start, g)
+      acc = cf.add(cf.DF(acc_hi, acc_lo),
+                   cf.where(present & (shared > 0), cf.mul(cf.of(n), result),
+                            cf.of(jnp.zeros_like(start.hi))))
+      return g.hi, g.lo, result.value(), acc.hi, acc.lo
+
+    on = _ravel({k: jnp.ones(seg[k][2]) for k in moving}, seg)
+    g_hi, g_lo, result, *acc = cf.elementwise(
+        rule, *num, _ravel(personal[t], seg, fill=global_flat), _ravel(moving, seg), on,
+        jnp.asarray(shared, jnp.float32), *acc)
+    count = count + jnp.where(shared, n, 0.0)
+    new_personal.append({k: jnp.where(present, _piece(result, seg, k), v)
+                         for k, v in personal[t].items()})
+    new_momentum.append(_momentum(momentum[t], g_hi, g_lo, seg, momentum_blocks(cfg, t), present))
+
+  def final(acc_hi, acc_lo, count, theta):
+    return jnp.where(count > 0, cf.div(cf.DF(acc_hi, acc_lo),
+                                        cf.of(jnp.where(count > 0, count, 1.0))).value(), theta)
+
+  new = cf.elementwise(final, *acc, count, theta)
+  return {k: _piece(new, seg, k) for k in seg}, new_personal, new_momentum
 
 
 def _tier_tree(params, extra, tier, cfg):
@@ -162,17 +244,11 @@ def _logits(tree, images, cfg):
 def spec(cfg: vit.ViTConfig, regime: str, beta: float = 0.2) -> early_exit.Spec:
   """InclusiveFL with momentum distillation (``beta``; 0 keeps the personal layers only)."""
 
-  def server(state, uploads, outputs):
-    groups: dict = {}
-    for (flat, w), o in zip(uploads, outputs):
-      groups.setdefault(o.metrics['tier'], []).append((flat, w))
-    flat = flatten(state.params)
-    train = early_exit.split(flat, regime)[0]
-    new, personal, momentum = aggregate(train, state.opt_state['personal'],
-                                        state.opt_state['momentum'], groups, cfg, beta)
-    as_j = lambda d: {k: jnp.asarray(v) for k, v in d.items()}
-    extra = {'personal': [as_j(p) for p in personal], 'momentum': [as_j(m) for m in momentum]}
-    return unflatten({**flat, **new}), extra
+  def server(train, extra, batch: early_exit.Uploads):
+    new, personal, momentum = aggregate(unstack(train), extra['personal'], extra['momentum'],
+                                        {k: batch.trees[k] for k in train}, batch.weights,
+                                        batch.tiers, cfg, beta)
+    return stack(new), {'personal': personal, 'momentum': momentum}
 
   return early_exit.Spec(
       tier_tree=functools.partial(_tier_tree, cfg=cfg),
@@ -193,5 +269,5 @@ def nomd_spec(cfg: vit.ViTConfig, regime: str) -> early_exit.Spec:
       forward_any=lambda params, images, tier: exit_heads.apply_to_tier(params, images, cfg, tier),
       last_only=True,
       program_key=lambda tier: ('exit_heads_last', regime, cfg),
-      server=early_exit.weighted_mean_server(regime),
+      server=early_exit.weighted_mean_server,
       logits=lambda params, images: exit_heads.apply(params, images, cfg))

@@ -37,7 +37,8 @@ partial batch kept (masked here, so shapes stay fixed).
 **Server.** Each parameter becomes the mean of the sampled clients that hold
 it, weighted by their numbers of training examples; a parameter no sampled
 client holds keeps its value (``aggregate_inplace_early_exit``; the code sums
-in float64, so does :func:`aggregate`).
+in float64; :func:`make_server` sums float32 pairs on the device to the same
+accuracy, :mod:`mg.federated.aggregation`).
 
 **Regimes** (which parameters train and travel): ``full`` (the tier's whole
 model), ``frozen`` (Ree and its head only; the backbone keeps its initial or
@@ -48,7 +49,9 @@ example count, learning rate, KD weight and key are traced arguments, the
 number of local steps a traced loop bound, so rounds never recompile
 (``trace_counts``). The program trains the full-depth parameters with the
 exits after the tier's masked out and the blocks after its exit skipped
-(:func:`mg.models.vit.apply_to_tier`); the client uploads what its tier holds.
+(:func:`mg.models.vit.apply_to_tier`); the client returns the full trained
+parameters, left on the device, and the server reads what its tier holds
+(:func:`held_table`).
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ import numpy as np
 import optax
 
 from mg.data import masked_mean
+from mg.federated import aggregation
 from mg.federated import server as server_lib
 from mg.federated.mapping import Algorithm, ClientOutput
 from mg.models import vit
@@ -278,33 +282,43 @@ def make_local_train(cfg: vit.ViTConfig, local: LocalConfig,
   return jax.jit(train)
 
 
-def upload(trained: dict, paths) -> dict:
-  """The trained parameters (flat, blocks stacked) at ``paths`` (one per block), on the host.
+def held_table(cfg: vit.ViTConfig, regime: str, params) -> dict:
+  """``{path: (E, ...) bool}``: what each tier uploads of the trainable parameters (stacked).
 
-  What a client sends: the paths its tier holds and trains (``tier_trainable_paths``).
+  :func:`mg.federated.aggregation.mask_table` of :func:`tier_trainable_paths`;
+  ``params`` may be shapes only.
   """
-  flat = flatten(jax.device_get(trained))
-  return {k: flat[k] for k in paths}
+  train = split(traverse_util.flatten_dict(params, sep='/'), regime)[0]
+  paths = [set(tier_trainable_paths(cfg, t, regime, params)) for t in range(cfg.num_exits)]
+  return aggregation.mask_table(paths, train)
 
 
 # --------------------------------------------------------------------- server
 
 
-def aggregate(global_flat: dict, uploads: list[tuple[dict, float]]) -> dict:
-  """Per-parameter example-weighted mean over the uploads that hold it (float64).
+def make_server(regime: str):
+  """``server(params, trees, weights, tiers, table) -> (params, finite)``, jitted.
 
-  Args:
-    global_flat: ``{path: array}`` the server's current trainable parameters.
-    uploads: ``[(flat trainable parameters of one client, its example count)]``.
+  The code's ``aggregate_inplace_early_exit``: each trainable entry becomes the
+  mean of the sampled clients that hold it (``table``, :func:`held_table`,
+  gathered by ``tiers``), weighted by their example counts ``weights``; an
+  entry nobody holds keeps its value (:func:`mg.federated.aggregation.held_mean`,
+  as accurate as the code's float64 sum). ``trees``: the clients' trained
+  trainable parameters (flat, blocks stacked), one per client; ``finite``:
+  whether every held entry uploaded is finite.
   """
-  num: dict[str, np.ndarray] = {}
-  den: dict[str, float] = {}
-  for flat, weight in uploads:
-    for k, v in flat.items():
-      num[k] = num.get(k, 0.0) + float(weight) * np.asarray(v, np.float64)
-      den[k] = den.get(k, 0.0) + float(weight)
-  return {k: (np.asarray(num[k] / den[k], np.float32) if den.get(k) else v)
-          for k, v in global_flat.items()}
+
+  @jax.jit
+  def server(params, trees, weights, tiers, table):
+    flat = traverse_util.flatten_dict(params, sep='/')
+    train = split(flat, regime)[0]
+    uploads = aggregation.stack_clients(trees)
+    held = aggregation.gather_masks(table, tiers)
+    new = aggregation.held_mean(train, uploads, weights, held)
+    return (traverse_util.unflatten_dict({**flat, **new}, sep='/'),
+            aggregation.all_finite(uploads, held))
+
+  return server
 
 
 # ------------------------------------------------------------------ algorithm
@@ -327,8 +341,11 @@ def reefl(cfg: vit.ViTConfig, *, regime: str, local: LocalConfig, hp: Hparams,
   teacher mode (the caller keys it); default: this algorithm's own.
 
   ``init(params)`` -> state; ``broadcast(state, tier)`` -> (trainable, frozen)
-  flat parameters of the full model, and the paths the tier uploads;
-  ``client(shared, data, images, labels, key)`` -> ``ClientOutput``; ``server(state, outputs)`` -> (state, diagnostics);
+  flat parameters of the full model (every tier gets the same);
+  ``client(shared, data, images, labels, key, round_)`` -> ``ClientOutput``
+  whose tree is the full trained trainable parameters, left on the device;
+  ``server(state, outputs)`` -> (state, diagnostics): :func:`make_server` over
+  the stacked outputs, with each client's tier choosing what it holds;
   ``output(state)`` -> full parameters.
   """
   if regime not in REGIMES:
@@ -337,34 +354,43 @@ def reefl(cfg: vit.ViTConfig, *, regime: str, local: LocalConfig, hp: Hparams,
     raise ValueError(f'kd_mode {local.kd_mode!r}: expected one of {KD_MODES}')
   programs = {} if programs is None else programs
   mode = jnp.int32(KD_MODES.index(local.kd_mode))
+  held: dict = {}  # the tiers' mask table and upload sizes, from the first state's shapes
 
   def init(params):
     return server_lib.init_state(params)
 
+  def held_of(params):
+    if not held:
+      shapes = jax.eval_shape(lambda p: p, params)
+      table = held_table(cfg, regime, shapes)
+      train = split(traverse_util.flatten_dict(shapes, sep='/'), regime)[0]
+      held.update(table=jax.tree.map(jnp.asarray, table),
+                  sizes=[aggregation.held_size(table, train, t) for t in range(cfg.num_exits)])
+    return held
+
   def broadcast(state, tier):
-    # Every tier gets the full model; it trains and uploads what it holds.
-    train, frozen = split(traverse_util.flatten_dict(state.params, sep='/'), regime)
-    shapes = jax.eval_shape(lambda p: p, state.params)
-    return train, frozen, tier_trainable_paths(cfg, tier, regime, shapes)
+    del tier  # every tier gets the full model; it trains and uploads what it holds
+    return split(traverse_util.flatten_dict(state.params, sep='/'), regime)
 
   def client(shared, data: ClientData, images, labels, key, round_):
     if 'all' not in programs:
       programs['all'] = make_local_train(cfg, local, trace_counts)
+    if 'server' not in programs:
+      programs['server'] = make_server(regime)
     lr = learning_rate(round_, hp.rounds, hp.lr, hp.min_lr)
     kd_w = kd_weight(round_, hp.kd_rounds)
     trained, stats = programs['all'](shared[0], shared[1], images, labels, data.index,
                                      data.count, key, jnp.float32(lr), jnp.float32(kd_w), mode,
                                      jnp.int32(data.tier))
-    stats = dict(stats, teacher=stats['teacher'][:data.tier + 1], tier=data.tier)
-    return ClientOutput(upload(trained, shared[2]), data.count, stats)
+    return ClientOutput(trained, data.count, dict(stats, tier=data.tier, cid=data.cid))
 
   def server(state, outputs):
-    flat = flatten(state.params)
-    new = aggregate(split(flat, regime)[0], [(o.tree, float(o.weight)) for o in outputs])
-    params = unflatten({**flat, **new})
-    params = jax.tree.map(jnp.asarray, params)
-    finite = bool(all(np.all(np.isfinite(v)) for v in new.values()))
-    return state._replace(params=params, round=state.round + 1), {'finite': finite}
+    h = held_of(state.params)
+    params, finite = programs['server'](
+        state.params, [o.tree for o in outputs], jnp.stack([o.weight for o in outputs]),
+        jnp.asarray([o.metrics['tier'] for o in outputs], jnp.int32), h['table'])
+    return (state._replace(params=params, round=state.round + 1),
+            {'finite': finite, 'uploaded': sum(h['sizes'][o.metrics['tier']] for o in outputs)})
 
   def output(state):
     return state.params
@@ -383,11 +409,14 @@ def train_round(alg: Algorithm, state, clients: list[ClientData], images, labels
   """One round: broadcast to each sampled client's tier, local training, aggregation.
 
   Clients run one after another (a host loop over the algorithm's compiled
-  programs).
+  programs, the mapping measured fastest for the ViT on XLA:CPU:
+  docs/speed.md); their outputs stay on the device until the server has
+  aggregated them, and only the round's scalars come back to the host.
 
   Returns:
     ``(state, diagnostics)``; diagnostics hold the mean local loss, the
-    uploaded parameter count and ``teacher``: ``{tier: (E,) counts}``.
+    uploaded parameter count, ``finite`` and ``teacher``: ``{tier: counts of
+    its exits}`` where the algorithm reports its clients' teachers.
   """
   shared = {}
   outputs = []
@@ -398,13 +427,12 @@ def train_round(alg: Algorithm, state, clients: list[ClientData], images, labels
     outputs.append(alg.client(shared[data.tier], data, images, labels,
                               jax.random.fold_in(key, int(cid)), round_))
   state, diag = alg.server(state, outputs)
+  metrics = jax.device_get([o.metrics for o in outputs])
   teacher: dict[int, np.ndarray] = {}
-  for o in outputs:
-    t = o.metrics['tier']
-    if 'teacher' in o.metrics:
-      teacher[t] = teacher.get(t, 0) + np.asarray(o.metrics['teacher'])
-  diag.update(
-      loss=float(np.mean([float(o.metrics['loss']) for o in outputs])),
-      uploaded=int(sum(sum(math.prod(v.shape) for v in o.tree.values()) for o in outputs)),
-      teacher=teacher)
+  for m in metrics:
+    if 'teacher' in m:
+      t = m['tier']
+      teacher[t] = teacher.get(t, 0) + np.asarray(m['teacher'])[:t + 1]
+  diag.update(loss=float(np.mean([float(m['loss']) for m in metrics])),
+              finite=bool(diag['finite']), teacher=teacher)
   return state, diag

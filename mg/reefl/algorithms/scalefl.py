@@ -35,11 +35,11 @@ from __future__ import annotations
 import functools
 from typing import Sequence
 
-import numpy as np
+import jax.numpy as jnp
 
+from mg.federated import aggregation
 from mg.reefl.algorithms import early_exit
 from mg.models import exit_heads, vit
-from mg.models.vit import flatten, unflatten
 
 
 def default_widths(num_exits: int) -> tuple[float, ...]:
@@ -49,22 +49,14 @@ def default_widths(num_exits: int) -> tuple[float, ...]:
   return exit_heads.SCALEFL_WIDTHS[num_exits]
 
 
-def count_mean(global_flat: dict, uploads: Sequence[dict]) -> dict:
-  """Entry-wise plain mean over the uploads' leading-index slices (``aggregate_scalefl``)."""
-  out = {}
-  for k, v in global_flat.items():
-    total = np.zeros(v.shape, np.float64)
-    count = np.zeros(v.shape, np.float64)
-    for u in uploads:
-      if k not in u:
-        continue
-      x = np.asarray(u[k], np.float64)
-      index = tuple(slice(0, s) for s in x.shape)
-      total[index] += x
-      count[index] += 1
-    out[k] = np.where(count > 0, total / np.maximum(count, 1), np.asarray(v, np.float64)
-                      ).astype(np.float32)
-  return out
+def count_mean(train: dict, extra, batch: early_exit.Uploads):
+  """Entry-wise plain mean over the clients whose slice covers it (``aggregate_scalefl``).
+
+  A count, not example weights: :func:`mg.federated.aggregation.held_mean`
+  with unit weights, the masks being the clients' slices.
+  """
+  ones = jnp.ones_like(batch.weights)
+  return aggregation.held_mean(train, batch.trees, ones, batch.held), extra
 
 
 def _tier_tree(params, extra, tier, cfg, widths):
@@ -82,15 +74,9 @@ def spec(cfg: vit.ViTConfig, regime: str, widths: Sequence[float]) -> early_exit
   if len(widths) != cfg.num_exits:
     raise ValueError(f'{len(widths)} ScaleFL widths for {cfg.num_exits} exits')
 
-  def server(state, uploads, outputs):
-    del outputs
-    flat = flatten(state.params)
-    new = count_mean(early_exit.split(flat, regime)[0], [u for u, _ in uploads])
-    return unflatten({**flat, **new}), state.opt_state
-
   return early_exit.Spec(
       tier_tree=functools.partial(_tier_tree, cfg=cfg, widths=widths),
       forward=lambda tier: functools.partial(exit_heads.apply, cfg=cfg, tier=tier),
       program_key=lambda tier: ('scalefl', regime, cfg, widths, tier),
-      server=server,
+      server=count_mean,
       logits=functools.partial(_logits, cfg=cfg, widths=widths))
