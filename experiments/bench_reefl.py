@@ -14,8 +14,10 @@ not depend on the pixels):
   the same loss on one batch of the truncated model, timed in alternation
   (the program compiles at the first tier's row);
 * one row for a whole round (``section`` 'round'): ``fl.clients_per_round``
-  clients of tiers ``i mod E`` one after another plus the float64 aggregation
-  (``mg.reefl.algorithms.reefl.train_round``); its roofline is the round's steps at
+  clients of tiers ``i mod E`` under the config's client mapping
+  (``fl.mapping``, ``auto``: a host loop on XLA:CPU, vmapped same-tier chunks
+  elsewhere; the row's ``mapping``) plus the aggregation on the device
+  (``mg.federated.tiers.train_round``); its roofline is the round's steps at
   the tier rows' step times. The round compiles its own program, so its
   ``compile`` column is how much longer a run's cold first round takes than
   a later one.
@@ -32,6 +34,7 @@ import jax.numpy as jnp
 
 from mg.reefl import config as reefl_config
 from mg.reefl import run as reefl_run
+from mg.federated import tiers
 from mg.reefl.algorithms import reefl
 from mg.data.specs import SPECS
 from mg.models import vit
@@ -128,15 +131,20 @@ def reefl_rows(config, time_row, client_images: int, print_row) -> tuple[list, s
                      hp=reefl.Hparams(rounds=fl.rounds, lr=fl.lr, min_lr=fl.min_lr,
                                       kd_rounds=fl.kd_rounds))
 
+  mapping = tiers.resolve_mapping(fl.get('mapping', 'auto'))
+  group = fl.get('group_size', 0) or tiers.default_group_size(clients, cfg.num_exits)
+
   def one_round(s, d, k):
     del d
-    return reefl.train_round(cold, s, client_list, images, labels, range(clients), k, 1)[0]
+    return tiers.train_round(cold, s, client_list, images, labels, range(clients), k, 1,
+                             mapping, group)[0]
 
   last = cfg.num_exits - 1
   t = time_row(one_round, state, None, key, steps_of[last],
                (_own(state, cfg, last, regime), batch, key), steps)
   t['step'] = (sum(step_seconds[c.tier] for c in client_list) / clients)
-  rows.append(_row(dict(common, section='round'), t, model='vit-all-tiers', tier=None,
+  rows.append(_row(dict(common, section='round', strategy=mapping, mapping=mapping), t,
+                   model='vit-all-tiers', tier=None,
                    tasks=clients, steps=steps))
   print_row(rows[-1])
   return rows, (f'ReeFL: synthetic inputs of {spec.name} shapes, {client_images} images '

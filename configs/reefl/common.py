@@ -99,6 +99,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.fl.clip = 1.0
   config.fl.ema = 0.8
   config.fl.temperature = 1.0
+  # How a round's clients map onto the device (mg.federated.tiers): auto (a host loop on
+  # XLA:CPU, measured fastest there; vmap over same-tier chunks elsewhere), loop or vmap;
+  # group_size: clients per vmapped chunk (0: clients_per_round / num_exits, rounded up).
+  config.fl.mapping = 'auto'
+  config.fl.group_size = 0
 
   # The baselines' own settings (mg.reefl.algorithms.baselines.Options; the code's values).
   config.baselines = ml_collections.ConfigDict()

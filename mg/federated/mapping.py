@@ -59,13 +59,18 @@ class ClientOutput(NamedTuple):
 
 
 class Algorithm(NamedTuple):
-  """A federated algorithm as pure functions (see the module docstring)."""
+  """A federated algorithm as pure functions (see the module docstring).
+
+  ``client_batch``: the client over a group of clients at once, for the
+  rounds of clients in tiers (:mod:`mg.federated.tiers`); None where unused.
+  """
   name: str
   init: Callable
   broadcast: Callable
   client: Callable
   server: Callable
   output: Callable
+  client_batch: Optional[Callable] = None
 
 
 class NotFusable(ValueError):

@@ -12,6 +12,7 @@ import os
 
 from mg import data as data_lib
 from mg.data.specs import SPECS
+from mg.federated import tiers
 from mg.harness import fields
 from mg.models import exit_heads, vit
 from mg.reefl import methods as reefl_methods
@@ -140,6 +141,14 @@ def _fl(config) -> None:
         f'fl.ema={fl.ema!r}: expected a number in [0, 1) (the teacher choice\'s EMA weight)')
   check(fields.is_number(fl.clip) and fl.clip >= 0,
         f'fl.clip={fl.clip!r}: expected a number >= 0 (0 turns clipping off)')
+  mappings = ('auto',) + tiers.MAPPINGS
+  check(fl.get('mapping', 'auto') in mappings,
+        f'fl.mapping={fl.get("mapping")!r}: expected one of {mappings} (how a round\'s '
+        'clients map onto the device; auto: measured per backend)')
+  group = fl.get('group_size', 0)
+  check(isinstance(group, int) and not isinstance(group, bool) and group >= 0,
+        f'fl.group_size={group!r}: expected an integer >= 0 (clients per vmapped chunk; 0: '
+        'fl.clients_per_round / model.num_exits, rounded up)')
   for method in config.methods:
     settings = reefl_methods.settings(method, config)
     for key, value in settings.items():

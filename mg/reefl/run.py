@@ -33,6 +33,7 @@ from mg.harness import checkpoint as checkpoint_lib
 from mg.harness import divergence
 from mg.harness import session as session_lib
 from mg.errors import ConfigError
+from mg.federated import tiers as tiers_lib
 from mg.models import exit_heads, pretrained, vit
 from mg.reefl import config as reefl_config
 from mg.reefl import methods as reefl_methods
@@ -276,14 +277,17 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
             'teacher': {str(k): v.tolist() for k, v in teacher.items()}}
 
   key = jax.random.PRNGKey(seed + 1)
+  mapping = tiers_lib.resolve_mapping(fl.get('mapping', 'auto'))
+  group_size = fl.get('group_size', 0) or tiers_lib.default_group_size(
+      fl.clients_per_round, config.model.num_exits)
   with progress(fl.rounds, tag, config.progress) as bar:
     bar.update(first - 1)
     for r in range(first, fl.rounds + 1):
       sampled = baselines.sample_clients(method, seed, r, [c.tier for c in clients],
                                          fl.clients_per_round)
       start = time.perf_counter()
-      state, diag = reefl.train_round(alg, state, clients, images, labels, sampled,
-                                      jax.random.fold_in(key, r), r)
+      state, diag = tiers_lib.train_round(alg, state, clients, images, labels, sampled,
+                                      jax.random.fold_in(key, r), r, mapping, group_size)
       jax.block_until_ready(state.params)
       train_time += time.perf_counter() - start
       uploaded.append(diag['uploaded'])

@@ -48,6 +48,7 @@ import numpy as np
 
 from mg.data import masked_mean
 from mg.federated import aggregation
+from mg.federated import tiers as tiers_lib
 from mg.reefl.algorithms import reefl
 from mg.reefl.algorithms.reefl import exit_cross_entropies
 from mg.models.vit import flatten, stack, unflatten
@@ -162,7 +163,8 @@ def knobs(local: LocalConfig, lr: float, kd_w: float) -> Knobs:
 
 
 def make_local_train(forward: Callable, exits: Callable, batch_size: int, clip: float,
-                     trace_counts: dict | None = None, name=None):
+                     trace_counts: dict | None = None, name=None, batched: bool = False,
+                     prev_per_client: bool = False):
   """``train(trainable, frozen, prev, images, labels, index, count, key, knobs, tier)``, jitted.
 
   ``forward(params, images, tier) -> [logits per exit]``; ``exits(tier)``:
@@ -172,6 +174,10 @@ def make_local_train(forward: Callable, exits: Callable, batch_size: int, clip: 
   dict like ``trainable``; zeros and ``alpha = 0`` turn FedDyn off). One
   shuffled epoch of batches of ``batch_size``, the last partial batch masked.
   Returns ``(trainable, stats)``, ``stats = {'loss', 'steps'}``.
+
+  ``batched``: vmapped over clients of one tier (``index``, ``count``, ``key``
+  and, with ``prev_per_client``, ``prev`` with a leading client axis), for
+  :mod:`mg.federated.tiers`' ``vmap`` mapping.
   """
   bsz = batch_size
 
@@ -202,6 +208,9 @@ def make_local_train(forward: Callable, exits: Callable, batch_size: int, clip: 
     trainable, loss_sum = jax.lax.fori_loop(0, steps, body, (trainable, jnp.zeros(())))
     return trainable, {'loss': loss_sum / jnp.maximum(steps, 1), 'steps': steps}
 
+  if batched:
+    axes = (None, None, 0 if prev_per_client else None, None, None, 0, 0, 0, None, None)
+    return jax.jit(jax.vmap(train, in_axes=axes))
   return jax.jit(train)
 
 
@@ -380,30 +389,31 @@ def algorithm(name: str, spec: Spec, *, regime: str, local: LocalConfig,
     dyn = state.opt_state.get('g') if spec.client_state else None
     return Shared(train, frozen, dyn)
 
-  def program(tier):
+  def program(tier, batched=False):
     pkey = spec.program_key(tier)
-    if pkey not in programs:
+    key = (pkey, 'batch', spec.client_state) if batched else pkey  # prev: per client or shared
+    if key not in programs:
       forward = spec.forward_any or (lambda p, x, t, f=spec.forward(tier): f(p, x))
-      programs[pkey] = make_local_train(forward, _exit_mask(spec, num_exits),
-                                        local.batch_size, local.clip, trace_counts, pkey)
-    return pkey, programs[pkey]
+      programs[key] = make_local_train(forward, _exit_mask(spec, num_exits),
+                                       local.batch_size, local.clip, trace_counts, key,
+                                       batched=batched, prev_per_client=spec.client_state)
+    return pkey, programs[key]
 
-  def client(shared: Shared, data, images, labels, key, round_):
-    tier = data.tier
-    pkey, train_fn = program(tier)
+  def prev_of(shared: Shared, pkey, cid, tier):
+    """The FedDyn state the client trains with (zeros without FedDyn)."""
     if spec.client_state:  # the client's own row, where its tier holds the entry (else 0)
-      prev = _client_row(shared.g, data.cid, held['table'], tier)
-      prev = {k: _leading(prev[k], v.shape) for k, v in shared.trainable.items()}
-    else:
-      if pkey not in zeros:
-        zeros[pkey] = {k: jnp.zeros_like(v) for k, v in shared.trainable.items()}
-      prev = zeros[pkey]
+      prev = _client_row(shared.g, cid, held['table'], tier)
+      return {k: _leading(prev[k], v.shape) for k, v in shared.trainable.items()}
+    if pkey not in zeros:
+      zeros[pkey] = {k: jnp.zeros_like(v) for k, v in shared.trainable.items()}
+    return zeros[pkey]
+
+  def settings(round_):
     lr = reefl.learning_rate(round_, hp.rounds, hp.lr, hp.min_lr)
-    kd_w = hp.kd_weight or reefl.kd_weight(round_, hp.kd_rounds)
-    trained, stats = train_fn(shared.trainable, shared.frozen, prev, images, labels,
-                              data.index, data.count, key, knobs(local, lr, kd_w),
-                              jnp.int32(tier))
-    metrics = dict(stats, tier=tier, cid=data.cid)
+    return knobs(local, lr, hp.kd_weight or reefl.kd_weight(round_, hp.kd_rounds))
+
+  def output_of(shared: Shared, data, trained, stats, prev):
+    metrics = dict(stats, tier=data.tier, cid=data.cid)
     if spec.client_state:
       metrics['state'] = _client_state(prev, trained, shared.trainable,
                                        jnp.float32(local.feddyn_alpha))
@@ -412,6 +422,25 @@ def algorithm(name: str, spec: Spec, *, regime: str, local: LocalConfig,
       if spec.client_state:
         metrics['state'] = _pad_to(metrics['state'], held['shapes'])
     return ClientOutput(trained, data.count, metrics)
+
+  def client(shared: Shared, data, images, labels, key, round_):
+    pkey, train_fn = program(data.tier)
+    prev = prev_of(shared, pkey, data.cid, data.tier)
+    trained, stats = train_fn(shared.trainable, shared.frozen, prev, images, labels,
+                              data.index, data.count, key, settings(round_),
+                              jnp.int32(data.tier))
+    return output_of(shared, data, trained, stats, prev)
+
+  def client_batch(shared: Shared, data: list, images, labels, keys, round_):
+    tier = data[0].tier
+    pkey, train_fn = program(tier, batched=True)
+    prevs = [prev_of(shared, pkey, d.cid, tier) for d in data]
+    prev = aggregation.stack_clients(prevs) if spec.client_state else prevs[0]
+    group = tiers_lib.stack_data(data)
+    out = train_fn(shared.trainable, shared.frozen, prev, images, labels, group.index,
+                   group.count, keys, settings(round_), jnp.int32(tier))
+    return [output_of(shared, d, trained, stats, p)
+            for (trained, stats), d, p in zip(tiers_lib.split_rows(out, len(data)), data, prevs)]
 
   @jax.jit
   def _server(params, opt_state, trees, states, weights, tiers, cids, table):
@@ -439,7 +468,7 @@ def algorithm(name: str, spec: Spec, *, regime: str, local: LocalConfig,
   def output(state):
     return spec.eval_tree(state)
 
-  return Algorithm(name, init, broadcast, client, server, output)
+  return Algorithm(name, init, broadcast, client, server, output, client_batch)
 
 
 def weighted_mean_server(train, extra, batch: Uploads):

@@ -68,6 +68,7 @@ import optax
 from mg.data import masked_mean
 from mg.federated import aggregation
 from mg.federated import server as server_lib
+from mg.federated import tiers as tiers_lib
 from mg.federated.mapping import Algorithm, ClientOutput
 from mg.models import vit
 from mg.models.vit import flatten, unflatten  # noqa: F401 (re-export)
@@ -237,7 +238,7 @@ def epoch_order(key, count, n_max: int, batch_size: int):
   return order, (count + batch_size - 1) // batch_size
 
 def make_local_train(cfg: vit.ViTConfig, local: LocalConfig,
-                     trace_counts: dict | None = None):
+                     trace_counts: dict | None = None, batched: bool = False):
   """``train(trainable, frozen, images, labels, index, count, key, lr, kd_w, mode, tier)``, jitted.
 
   ``trainable`` and ``frozen`` split the full model's parameters (stacked
@@ -247,13 +248,18 @@ def make_local_train(cfg: vit.ViTConfig, local: LocalConfig,
   what the tier does not hold comes back unchanged). ``mode`` indexes
   ``KD_MODES`` (``local.kd_mode`` is not read). Returns ``(trainable, stats)``
   with ``stats = {'loss': mean batch loss, 'teacher': (E,) counts, 'steps'}``.
+
+  ``batched``: the program vmapped over clients of one tier (``index``,
+  ``count`` and ``key`` with a leading client axis; everything else shared),
+  for :mod:`mg.federated.tiers`' ``vmap`` mapping.
   """
+  name = 'batch' if batched else 'all'
   num_exits = cfg.num_exits
   bsz = local.batch_size
 
   def train(trainable, frozen, images, labels, index, count, key, lr, kd_w, mode, tier):
     if trace_counts is not None:
-      trace_counts['all'] = trace_counts.get('all', 0) + 1
+      trace_counts[name] = trace_counts.get(name, 0) + 1
     n_max = index.shape[0]
     order, steps = epoch_order(key, count, n_max, bsz)
 
@@ -279,6 +285,8 @@ def make_local_train(cfg: vit.ViTConfig, local: LocalConfig,
     return trainable, {'loss': loss_sum / jnp.maximum(steps, 1),
                        'teacher': teacher_counts, 'steps': steps}
 
+  if batched:
+    return jax.jit(jax.vmap(train, in_axes=(None,) * 4 + (0, 0, 0) + (None,) * 4))
   return jax.jit(train)
 
 
@@ -384,6 +392,20 @@ def reefl(cfg: vit.ViTConfig, *, regime: str, local: LocalConfig, hp: Hparams,
                                      jnp.int32(data.tier))
     return ClientOutput(trained, data.count, dict(stats, tier=data.tier, cid=data.cid))
 
+  def client_batch(shared, data: list, images, labels, keys, round_):
+    if 'batch' not in programs:
+      programs['batch'] = make_local_train(cfg, local, trace_counts, batched=True)
+    if 'server' not in programs:
+      programs['server'] = make_server(regime)
+    lr = learning_rate(round_, hp.rounds, hp.lr, hp.min_lr)
+    kd_w = kd_weight(round_, hp.kd_rounds)
+    group = tiers_lib.stack_data(data)
+    out = programs['batch'](shared[0], shared[1], images, labels, group.index, group.count,
+                            keys, jnp.float32(lr), jnp.float32(kd_w), mode,
+                            jnp.int32(group.tier))
+    return [ClientOutput(trained, d.count, dict(stats, tier=d.tier, cid=d.cid))
+            for (trained, stats), d in zip(tiers_lib.split_rows(out, len(data)), data)]
+
   def server(state, outputs):
     h = held_of(state.params)
     params, finite = programs['server'](
@@ -395,44 +417,10 @@ def reefl(cfg: vit.ViTConfig, *, regime: str, local: LocalConfig, hp: Hparams,
   def output(state):
     return state.params
 
-  return Algorithm(name, init, broadcast, client, server, output)
+  return Algorithm(name, init, broadcast, client, server, output, client_batch)
 
 
 def sample_clients(seed: int, round_: int, num_clients: int, per_round: int) -> np.ndarray:
   """Clients of a round, uniformly without replacement; a function of (seed, round)."""
   rng = np.random.default_rng([seed, round_])
   return np.sort(rng.choice(num_clients, size=per_round, replace=False))
-
-
-def train_round(alg: Algorithm, state, clients: list[ClientData], images, labels,
-                sampled, key: jax.Array, round_: int):
-  """One round: broadcast to each sampled client's tier, local training, aggregation.
-
-  Clients run one after another (a host loop over the algorithm's compiled
-  programs, the mapping measured fastest for the ViT on XLA:CPU:
-  docs/speed.md); their outputs stay on the device until the server has
-  aggregated them, and only the round's scalars come back to the host.
-
-  Returns:
-    ``(state, diagnostics)``; diagnostics hold the mean local loss, the
-    uploaded parameter count, ``finite`` and ``teacher``: ``{tier: counts of
-    its exits}`` where the algorithm reports its clients' teachers.
-  """
-  shared = {}
-  outputs = []
-  for cid in sampled:
-    data = clients[int(cid)]
-    if data.tier not in shared:
-      shared[data.tier] = alg.broadcast(state, data.tier)
-    outputs.append(alg.client(shared[data.tier], data, images, labels,
-                              jax.random.fold_in(key, int(cid)), round_))
-  state, diag = alg.server(state, outputs)
-  metrics = jax.device_get([o.metrics for o in outputs])
-  teacher: dict[int, np.ndarray] = {}
-  for m in metrics:
-    if 'teacher' in m:
-      t = m['tier']
-      teacher[t] = teacher.get(t, 0) + np.asarray(m['teacher'])[:t + 1]
-  diag.update(loss=float(np.mean([float(m['loss']) for m in metrics])),
-              finite=bool(diag['finite']), teacher=teacher)
-  return state, diag
