@@ -131,8 +131,7 @@ def reefl_rows(config, time_row, client_images: int, print_row) -> tuple[list, s
                      hp=reefl.Hparams(rounds=fl.rounds, lr=fl.lr, min_lr=fl.min_lr,
                                       kd_rounds=fl.kd_rounds))
 
-  mapping = tiers.resolve_mapping(fl.get('mapping', 'auto'))
-  group = fl.get('group_size', 0) or tiers.default_group_size(clients, cfg.num_exits)
+  mapping, group = reefl_run.client_mapping(config)
 
   def one_round(s, d, k):
     del d

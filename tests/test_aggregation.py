@@ -96,8 +96,9 @@ def test_held_mean_matches_the_float64_host_rule():
   for k in old:
     assert _rel(got[k], want[k]) <= 1e-6, k
   # Sizes by tier: tier 0 holds one block row and ree/w.
-  assert aggregation.held_size(table, old, 0) == 16 * 8 + 12 * 5
-  assert aggregation.held_size(table, old, 3) == 4 * 16 * 8 + 12 * 5 + 9
+  sizes = aggregation.held_sizes(table, old)
+  assert sizes[0] == 16 * 8 + 12 * 5
+  assert sizes[3] == 4 * 16 * 8 + 12 * 5 + 9
 
 
 def test_feddyn_matches_the_float64_host_rule():

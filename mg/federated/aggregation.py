@@ -56,17 +56,20 @@ def expand(mask, ndim: int):
   return mask.reshape(mask.shape + (1,) * (ndim - mask.ndim))
 
 
-def _ravel(arrays: list) -> jax.Array:
+def ravel(values: dict, keys) -> jax.Array:
+  """One (P,) vector of ``values[k]``, ``k`` in ``keys``, each raveled, in order."""
+  return jnp.concatenate([jnp.ravel(values[k]) for k in keys])
+
+
+def ravel_clients(arrays: list) -> jax.Array:
   """(C, ...) arrays -> one (C, P) array (each flattened after the client axis)."""
   return jnp.concatenate([a.reshape(a.shape[0], -1) for a in arrays], axis=1)
 
 
-def _unravel(vector, like: dict, keys) -> dict:
-  """A (P,) vector back into arrays of ``like[k]``'s shapes, ``k`` in ``keys`` (in order).
-
-  """
+def unravel(vector, like: dict, keys=None) -> dict:
+  """The inverse of :func:`ravel` over the same ``keys`` (default: all of ``like``, in order)."""
   out, start = {}, 0
-  for k in keys:
+  for k in like if keys is None else keys:
     shape = like[k].shape
     size = int(np.prod(shape))
     out[k] = vector[start:start + size].reshape(shape)
@@ -76,27 +79,13 @@ def _unravel(vector, like: dict, keys) -> dict:
 
 def _held_vectors(uploads: dict, weights, held: dict, keys) -> tuple[cf.DF, cf.DF]:
   """``(num, den)`` over every entry of ``keys`` raveled: ``sum_c w_c m_c x_c``, ``sum_c w_c m_c``."""
-  x = _ravel([uploads[k] for k in keys])
-  m = _ravel([jnp.broadcast_to(expand(held[k], uploads[k].ndim), uploads[k].shape)
-              for k in keys]).astype(jnp.float32)
+  x = ravel_clients([uploads[k] for k in keys])
+  m = ravel_clients([jnp.broadcast_to(expand(held[k], uploads[k].ndim), uploads[k].shape)
+                     for k in keys]).astype(jnp.float32)
   wm = jnp.asarray(weights, jnp.float32)[:, None] * m            # exact: m is 0 or 1
   # A row a client does not hold may be anything (even non-finite): zeroed, not multiplied.
   x = jnp.where(m > 0, x, 0.0)
   return cf.dot(wm, x), cf.dot(jnp.ones_like(wm), wm)
-
-
-def held_sums(uploads: dict, weights, held: dict) -> tuple[dict, dict]:
-  """``(num, den)`` per path: ``sum_c w_c m_c x_c`` and ``sum_c w_c m_c``, compensated pairs.
-
-  ``uploads`` ``{path: (C, ...)}``; ``weights`` (C,); ``held`` ``{path: (C, r...)}``.
-  One compensated sum over all entries (a program that grows with neither the
-  clients nor the paths).
-  """
-  like, keys = {k: v[0] for k, v in uploads.items()}, list(uploads)
-  num, den = _held_vectors(uploads, weights, held, keys)
-  split = lambda d: {k: cf.DF(h, l) for (k, h), l in
-                     zip(_unravel(d.hi, like, keys).items(), _unravel(d.lo, like, keys).values())}
-  return split(num), split(den)
 
 
 def _mean(num: cf.DF, den: cf.DF):
@@ -114,13 +103,13 @@ def held_mean(old: dict, uploads: dict, weights, held: dict) -> dict:
   """
   keys = [k for k in old if k in uploads]
   num, den = _held_vectors(uploads, weights, held, keys)
-  theta = jnp.concatenate([jnp.ravel(old[k]) for k in keys])
+  theta = ravel(old, keys)
 
   def rule(nh, nl, dh, dl, theta):
     mean, some = _mean(cf.DF(nh, nl), cf.DF(dh, dl))
     return jnp.where(some, mean.value(), theta)
 
-  new = _unravel(cf.elementwise(rule, *num, *den, theta), old, keys)
+  new = unravel(cf.elementwise(rule, *num, *den, theta), old, keys)
   return {k: new.get(k, v) for k, v in old.items()}
 
 
@@ -140,8 +129,7 @@ def feddyn(old: dict, h: dict, uploads: dict, held: dict, num_clients: int,
   keys = [k for k in old if k in uploads]
   ones = jnp.ones((uploads[keys[0]].shape[0],), jnp.float32)
   num, count = _held_vectors(uploads, ones, held, keys)
-  theta = jnp.concatenate([jnp.ravel(old[k]) for k in keys])
-  h0 = jnp.concatenate([jnp.ravel(h[k]) for k in keys])
+  theta, h0 = ravel(old, keys), ravel(h, keys)
   a = float(alpha)
 
   def rule(nh, nl, ch, cl, theta, h0):
@@ -154,7 +142,7 @@ def feddyn(old: dict, h: dict, uploads: dict, held: dict, num_clients: int,
     return jnp.where(some, new.value(), theta), jnp.where(some, hk.value(), h0)
 
   new, new_h = cf.elementwise(rule, *num, *count, theta, h0)
-  new, new_h = _unravel(new, old, keys), _unravel(new_h, h, keys)
+  new, new_h = unravel(new, old, keys), unravel(new_h, h, keys)
   return {k: new.get(k, v) for k, v in old.items()}, {k: new_h.get(k, v) for k, v in h.items()}
 
 
@@ -170,10 +158,8 @@ def stack_clients(trees) -> dict:
   return {k: jnp.stack([t[k] for t in trees]) for k in trees[0]}
 
 
-def held_size(table: dict, shapes: dict, tier: int) -> int:
-  """How many entries tier ``tier`` holds (uploads) of parameters with ``shapes``."""
-  total = 0
-  for k, mask in table.items():
-    m = np.asarray(mask[tier])
-    total += int(m.sum()) * int(np.prod(shapes[k].shape[m.ndim:]))
-  return total
+def held_sizes(table: dict, shapes: dict) -> list[int]:
+  """Per tier, how many entries it holds (uploads) of parameters with ``shapes``."""
+  tiers = len(next(iter(table.values())))
+  return [sum(int(np.asarray(mask[t]).sum()) * int(np.prod(shapes[k].shape[np.ndim(mask) - 1:]))
+              for k, mask in table.items()) for t in range(tiers)]

@@ -250,8 +250,7 @@ def _quiet_closed_event_loop():
     return
 
   def hook(unraisable):
-    value = unraisable.exc_value
-    if isinstance(value, RuntimeError) and str(value) == 'Event loop is closed':
+    if _is_closed_loop(unraisable.exc_value):
       return
     previous(unraisable)
 
@@ -264,10 +263,13 @@ def _quiet_closed_event_loop():
   asyncio_log.addFilter(lambda record: not _closed_loop_record(record))
 
 
+def _is_closed_loop(error) -> bool:
+  return isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'
+
+
 def _closed_loop_record(record: logging.LogRecord) -> bool:
   """Whether a log record reports (only) an event loop found closed."""
-  error = record.exc_info[1] if record.exc_info else None
-  if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
+  if _is_closed_loop(record.exc_info[1] if record.exc_info else None):
     return True
   message = record.getMessage()
   return message.startswith(('Future exception was never retrieved',

@@ -219,6 +219,14 @@ def evaluation(evaluate, params, test, validation) -> dict:
   return out
 
 
+def client_mapping(config) -> tuple[str, int]:
+  """``(mapping, group_size)`` of a round (``fl.mapping`` with ``auto`` resolved; ``fl.group_size``)."""
+  fl = config.fl
+  group = fl.get('group_size', 0) or tiers_lib.default_group_size(fl.clients_per_round,
+                                                                  config.model.num_exits)
+  return tiers_lib.resolve_mapping(fl.get('mapping', 'auto')), group
+
+
 def train_method(config, *, method, regime, repeat, data, clients, log, stop,
                  resume=None, save=None, programs=None):
   """Trains one (regime, method, repeat); returns its result dict."""
@@ -277,9 +285,7 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
             'teacher': {str(k): v.tolist() for k, v in teacher.items()}}
 
   key = jax.random.PRNGKey(seed + 1)
-  mapping = tiers_lib.resolve_mapping(fl.get('mapping', 'auto'))
-  group_size = fl.get('group_size', 0) or tiers_lib.default_group_size(
-      fl.clients_per_round, config.model.num_exits)
+  mapping, group_size = client_mapping(config)
   with progress(fl.rounds, tag, config.progress) as bar:
     bar.update(first - 1)
     for r in range(first, fl.rounds + 1):
@@ -287,7 +293,7 @@ def train_method(config, *, method, regime, repeat, data, clients, log, stop,
                                          fl.clients_per_round)
       start = time.perf_counter()
       state, diag = tiers_lib.train_round(alg, state, clients, images, labels, sampled,
-                                      jax.random.fold_in(key, r), r, mapping, group_size)
+                                          jax.random.fold_in(key, r), r, mapping, group_size)
       jax.block_until_ready(state.params)
       train_time += time.perf_counter() - start
       uploaded.append(diag['uploaded'])

@@ -37,8 +37,8 @@ program per tier.
 
 from __future__ import annotations
 
-import math
 import functools
+import math
 from typing import Callable, NamedTuple
 
 from flax import traverse_util
@@ -49,6 +49,7 @@ import numpy as np
 from mg.data import masked_mean
 from mg.federated import aggregation
 from mg.federated import tiers as tiers_lib
+from mg.models import exit_heads
 from mg.reefl.algorithms import reefl
 from mg.reefl.algorithms.reefl import exit_cross_entropies
 from mg.models.vit import flatten, stack, unflatten
@@ -328,13 +329,7 @@ def _client_row(g: dict, cid, table: dict, tier) -> dict:
   return {k: jnp.where(aggregation.expand(mask[k], v.ndim - 1), v[cid], 0.0) for k, v in g.items()}
 
 
-_client_state = jax.jit(lambda prev, trained, anchor, alpha: feddyn_client_state(
-    prev, trained, anchor, alpha))
-
-
-def _leading(x, shape):
-  """The leading-index slice of ``x`` of ``shape``."""
-  return x[tuple(slice(0, n) for n in shape)]
+_client_state = jax.jit(feddyn_client_state)
 
 
 def _pad_to(tree: dict, like: dict) -> dict:
@@ -372,7 +367,7 @@ def algorithm(name: str, spec: Spec, *, regime: str, local: LocalConfig,
                          num_exits, regime)
       train = split(traverse_util.flatten_dict(shapes, sep='/'), regime)[0]
       held.update(table=jax.tree.map(jnp.asarray, table), shapes=train,
-                  sizes=[aggregation.held_size(table, train, t) for t in range(num_exits)])
+                  sizes=aggregation.held_sizes(table, train))
     return held
 
   def at_client(params, opt_state, tier):
@@ -403,7 +398,7 @@ def algorithm(name: str, spec: Spec, *, regime: str, local: LocalConfig,
     """The FedDyn state the client trains with (zeros without FedDyn)."""
     if spec.client_state:  # the client's own row, where its tier holds the entry (else 0)
       prev = _client_row(shared.g, cid, held['table'], tier)
-      return {k: _leading(prev[k], v.shape) for k, v in shared.trainable.items()}
+      return exit_heads.slice_to(prev, {k: v.shape for k, v in shared.trainable.items()})
     if pkey not in zeros:
       zeros[pkey] = {k: jnp.zeros_like(v) for k, v in shared.trainable.items()}
     return zeros[pkey]

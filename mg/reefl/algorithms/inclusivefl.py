@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mg.federated import aggregation
 from mg.federated import compensated as cf
 from mg.reefl.algorithms import early_exit
 from mg.models import exit_heads, vit
@@ -116,20 +117,11 @@ def _segments(flat: dict) -> dict:
   return out
 
 
-def _ravel(values: dict, seg: dict, fill=None) -> jax.Array:
-  """One vector of ``seg``'s layout: ``values[k]`` where given, else ``fill[k]`` (or zeros)."""
-  parts = []
-  for k, (a, b, shape) in seg.items():
-    v = values.get(k)
-    if v is None:
-      v = fill[k] if fill is not None else jnp.zeros(shape, jnp.float32)
-    parts.append(jnp.ravel(v))
-  return jnp.concatenate(parts)
-
-
-def _piece(vector, seg, k):
-  a, b, shape = seg[k]
-  return vector[a:b].reshape(shape)
+def _ravel(values: dict, like: dict, fill=None) -> jax.Array:
+  """One vector of ``like``'s layout: ``values[k]`` where given, else ``fill[k]`` (or zeros)."""
+  return aggregation.ravel({k: values[k] if k in values else
+                            fill[k] if fill is not None else jnp.zeros(v.shape, jnp.float32)
+                            for k, v in like.items()}, like)
 
 
 def _momentum(old: dict, g_hi, g_lo, seg: dict, blocks: list, present) -> dict:
@@ -146,11 +138,7 @@ def _momentum(old: dict, g_hi, g_lo, seg: dict, blocks: list, present) -> dict:
     return jnp.where(present, cf.div(total, cf.of(float(len(blocks)))).value(), 0.0)
 
   m = cf.elementwise(mean, *[g_hi[r] for r in index], *[g_lo[r] for r in index])
-  out, start = {}, 0
-  for layer, v in old.items():
-    out[layer] = m[start:start + v.size].reshape(v.shape)
-    start += v.size
-  return out
+  return aggregation.unravel(m, old)
 
 
 def aggregate(global_flat: dict, personal: list, momentum: list, uploads: dict, weights,
@@ -175,8 +163,8 @@ def aggregate(global_flat: dict, personal: list, momentum: list, uploads: dict, 
     within a float32 rounding.
   """
   seg = _segments(global_flat)
-  theta = _ravel(global_flat, seg)
-  x = jnp.concatenate([v.reshape(v.shape[0], -1) for v in uploads.values()], axis=1)
+  theta = aggregation.ravel(global_flat, global_flat)
+  x = aggregation.ravel_clients(list(uploads.values()))
   if x.shape[1] != theta.shape[0]:
     raise ValueError(f'uploads hold {x.shape[1]} entries per client, the parameters {theta.size}')
   weights = jnp.asarray(weights, jnp.float32)
@@ -211,13 +199,13 @@ def aggregate(global_flat: dict, personal: list, momentum: list, uploads: dict, 
                             cf.of(jnp.zeros_like(start.hi))))
       return g.hi, g.lo, result.value(), acc.hi, acc.lo
 
-    on = _ravel({k: jnp.ones(seg[k][2]) for k in moving}, seg)
+    on = _ravel({k: jnp.ones(global_flat[k].shape) for k in moving}, global_flat)
     g_hi, g_lo, result, *acc = cf.elementwise(
-        rule, *num, _ravel(personal[t], seg, fill=global_flat), _ravel(moving, seg), on,
-        jnp.asarray(shared, jnp.float32), *acc)
+        rule, *num, _ravel(personal[t], global_flat, fill=global_flat),
+        _ravel(moving, global_flat), on, jnp.asarray(shared, jnp.float32), *acc)
     count = count + jnp.where(shared, n, 0.0)
-    new_personal.append({k: jnp.where(present, _piece(result, seg, k), v)
-                         for k, v in personal[t].items()})
+    result = aggregation.unravel(result, global_flat)
+    new_personal.append({k: jnp.where(present, result[k], v) for k, v in personal[t].items()})
     new_momentum.append(_momentum(momentum[t], g_hi, g_lo, seg, momentum_blocks(cfg, t), present))
 
   def final(acc_hi, acc_lo, count, theta):
@@ -225,7 +213,7 @@ def aggregate(global_flat: dict, personal: list, momentum: list, uploads: dict, 
                                         cf.of(jnp.where(count > 0, count, 1.0))).value(), theta)
 
   new = cf.elementwise(final, *acc, count, theta)
-  return {k: _piece(new, seg, k) for k in seg}, new_personal, new_momentum
+  return aggregation.unravel(new, global_flat), new_personal, new_momentum
 
 
 def _tier_tree(params, extra, tier, cfg):

@@ -373,7 +373,7 @@ def reefl(cfg: vit.ViTConfig, *, regime: str, local: LocalConfig, hp: Hparams,
       table = held_table(cfg, regime, shapes)
       train = split(traverse_util.flatten_dict(shapes, sep='/'), regime)[0]
       held.update(table=jax.tree.map(jnp.asarray, table),
-                  sizes=[aggregation.held_size(table, train, t) for t in range(cfg.num_exits)])
+                  sizes=aggregation.held_sizes(table, train))
     return held
 
   def broadcast(state, tier):
