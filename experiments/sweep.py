@@ -18,9 +18,10 @@ in this process, and prints the wall times, their ratio and a JSON line.
       --workdir=DIR
 
 sweeps ReeFL and its baselines (configs with ``system='reefl'``; ``mg.reefl.sweep``):
-members one after another, sharing the compiled programs, each method's
-best configuration chosen on the validation clients. Rerunning the same command
-resumes it.
+a method's members at one seed trained together in one vmapped round
+(``--members=vmap``, ``auto`` off a CPU) or one after another (``loop``), each
+method's best configuration chosen on the validation clients. Rerunning the
+same command resumes it; ``--bench`` times the two against each other.
 """
 
 import json

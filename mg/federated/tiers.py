@@ -73,21 +73,13 @@ def stack_data(data: list):
                           count=jnp.stack([jnp.asarray(d.count) for d in data]))
 
 
-def train_round(alg, state, clients: list, images, labels, sampled, key: jax.Array,
-                round_: int, mapping: str = 'loop', group_size: int = 1):
-  """One round: broadcast to each sampled client's tier, local training, aggregation.
+def round_step(alg, state, clients: list, images, labels, sampled, key: jax.Array,
+               round_: int, mapping: str = 'loop', group_size: int = 1):
+  """:func:`train_round` without reading anything back: ``(state, diagnostics, metrics)``.
 
-  Args:
-    alg: the algorithm (module docstring); ``client_batch`` needed for ``vmap``.
-    clients: every client's ``ClientData`` (``tier`` and ``cid`` fields).
-    sampled: the round's client ids; each trains with ``fold_in(key, id)``.
-    mapping: ``loop`` or ``vmap`` (resolved: :func:`resolve_mapping`).
-
-  Returns:
-    ``(state, diagnostics)``; diagnostics hold the mean local loss, the
-    uploaded parameter count, ``finite`` and ``teacher``: ``{tier: counts of
-    its exits}`` where the algorithm reports its clients' teachers. Only these
-    scalars come back to the host.
+  ``metrics``: each sampled client's (in ``sampled``'s order), on the device.
+  Traceable in the algorithm's hyperparameters, so :func:`train_members`
+  vmaps it over a sweep's members.
   """
   shared = {}
 
@@ -114,12 +106,68 @@ def train_round(alg, state, clients: list, images, labels, sampled, key: jax.Arr
     raise ValueError(f'mapping={mapping!r}: expected one of {MAPPINGS}')
   ordered = [outputs[int(c)] for c in sampled]
   state, diag = alg.server(state, ordered)
-  metrics = jax.device_get([o.metrics for o in ordered])
+  return state, diag, [o.metrics for o in ordered]
+
+
+_READ = ('loss', 'teacher', 'tier')  # what the host reads of a client's metrics
+
+
+def summary(diag: dict, metrics: list) -> dict:
+  """A round's diagnostics on the host: mean local loss, ``finite``, teachers by tier."""
+  metrics = jax.device_get([{k: m[k] for k in _READ if k in m} for m in metrics])
   teacher: dict[int, np.ndarray] = {}
   for m in metrics:
     if 'teacher' in m:
-      t = m['tier']
+      t = int(m['tier'])
       teacher[t] = teacher.get(t, 0) + np.asarray(m['teacher'])[:t + 1]
-  diag.update(loss=float(np.mean([float(m['loss']) for m in metrics])),
-              finite=bool(diag['finite']), teacher=teacher)
-  return state, diag
+  return dict(diag, loss=float(np.mean([float(m['loss']) for m in metrics])),
+              finite=bool(diag['finite']), uploaded=int(diag['uploaded']), teacher=teacher)
+
+
+def train_round(alg, state, clients: list, images, labels, sampled, key: jax.Array,
+                round_: int, mapping: str = 'loop', group_size: int = 1):
+  """One round: broadcast to each sampled client's tier, local training, aggregation.
+
+  Args:
+    alg: the algorithm (module docstring); ``client_batch`` needed for ``vmap``.
+    clients: every client's ``ClientData`` (``tier`` and ``cid`` fields).
+    sampled: the round's client ids; each trains with ``fold_in(key, id)``.
+    mapping: ``loop`` or ``vmap`` (resolved: :func:`resolve_mapping`).
+
+  Returns:
+    ``(state, diagnostics)``; diagnostics hold the mean local loss, the
+    uploaded parameter count, ``finite`` and ``teacher``: ``{tier: counts of
+    its exits}`` where the algorithm reports its clients' teachers. Only these
+    scalars come back to the host.
+  """
+  state, diag, metrics = round_step(alg, state, clients, images, labels, sampled, key,
+                                    round_, mapping, group_size)
+  return state, summary(diag, metrics)
+
+
+def train_members(algorithm_of, states, settings: dict, clients: list, images, labels,
+                  sampled, key: jax.Array, round_: int, mapping: str = 'loop',
+                  group_size: int = 1):
+  """One round of a sweep's members as one batched computation (``--members=vmap``).
+
+  The members share the clients, data, sampled clients and keys (one seed)
+  and differ only in ``settings``: ``{name: (M,) values}`` of the settings the
+  algorithm traces (learning rates, KD weights, temperatures), from which
+  ``algorithm_of(settings)`` builds a member's algorithm. ``states``: the
+  members' server states stacked on a leading axis. :func:`round_step` is
+  vmapped over the members: every compiled program of the round (local
+  training, broadcast, server rule) runs once for all M, batched.
+
+  Returns:
+    ``(states, [diagnostics per member])`` as :func:`train_round`'s.
+  """
+  def member(state, values):
+    state, diag, metrics = round_step(algorithm_of(values), state, clients, images, labels,
+                                      sampled, key, round_, mapping, group_size)
+    return state, diag, [{k: m[k] for k in _READ if k in m} for m in metrics]
+
+  states, diag, metrics = jax.vmap(member)(states, settings)
+  diag, metrics = jax.device_get((diag, metrics))
+  size = len(next(iter(settings.values())))
+  row = lambda tree, m: jax.tree.map(lambda x: x[m], tree)
+  return states, [summary(row(diag, m), row(metrics, m)) for m in range(size)]

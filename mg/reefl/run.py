@@ -23,6 +23,7 @@ parameters are not finite, or whose loss exceeds the harness's bound
 from __future__ import annotations
 
 import time
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -47,20 +48,25 @@ from mg.report.serialize import to_jsonable
 
 
 def make_evaluate(cfg: vit.ViTConfig, batch: int, logits_fn=None):
-  """``evaluate(params, images, labels) -> {'exit_accuracy': [...], 'ensemble_accuracy'}``.
+  """``evaluate(params, images, labels, members=0)``: accuracy per exit and of the ensemble.
 
+  Returns ``{'exit_accuracy': [...], 'ensemble_accuracy'}``; with ``members``
+  = M > 0, ``params`` are M members' stacked on a leading axis, scored in one
+  vmapped program, and the result is a list of M such dicts.
   ``logits_fn(params, images) -> [logits per exit]``; default ReeFL's ``vit.apply``.
   """
   logits_fn = logits_fn or (lambda params, x: vit.apply(params, x, cfg))
 
-  @jax.jit
   def counts(params, x, y, w):
     logits = jnp.stack(logits_fn(params, x))                       # (E, B, C)
     correct = jnp.sum((jnp.argmax(logits, -1) == y) * w, axis=1)
     ensemble = jnp.sum((jnp.argmax(jnp.sum(logits, 0), -1) == y) * w)
     return correct, ensemble
 
-  def evaluate(params, images, labels):
+  programs = {False: jax.jit(counts),
+              True: jax.jit(jax.vmap(counts, in_axes=(0, None, None, None)))}
+
+  def evaluate(params, images, labels, members: int = 0):
     n = len(labels)
     total_c, total_e = 0.0, 0.0
     for start in range(0, n, batch):
@@ -71,10 +77,14 @@ def make_evaluate(cfg: vit.ViTConfig, batch: int, logits_fn=None):
         x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)])
         y = jnp.concatenate([y, jnp.zeros((pad,), y.dtype)])
         w = np.concatenate([w, np.zeros(pad, np.float32)])
-      c, e = counts(params, x, y, jnp.asarray(w))
+      c, e = programs[members > 0](params, x, y, jnp.asarray(w))
       total_c = total_c + np.asarray(c, np.float64)
-      total_e += float(e)
-    return {'exit_accuracy': [float(v) / n for v in total_c], 'ensemble_accuracy': total_e / n}
+      total_e = total_e + np.asarray(e, np.float64)
+    score = lambda c, e: {'exit_accuracy': [float(v) / n for v in c],
+                          'ensemble_accuracy': float(e) / n}
+    if members:
+      return [score(total_c[m], total_e[m]) for m in range(members)]
+    return score(total_c, total_e)
   return evaluate
 
 
@@ -139,28 +149,27 @@ def initial_params(config, cfg: vit.ViTConfig, key):
   return params
 
 
-def baseline_options(config, method: str | None = None) -> baselines.Options:
-  """The baselines' options; with ``method``, at that method's own settings."""
+def baseline_options(config, method: str | None = None,
+                     settings: dict | None = None) -> baselines.Options:
+  """The baselines' options; with ``method``, at that method's own settings.
+
+  ``settings``: the method's settings (default ``mg.reefl.methods.settings``;
+  a batched sweep passes its members' traced values).
+  """
   b = config.baselines
   options = baselines.Options(
       inclusivefl_beta=b.inclusivefl_beta, feddyn_alpha=b.feddyn_alpha, feddyn_lr=b.feddyn_lr,
       feddyn_min_lr=b.feddyn_min_lr, feddyn_weight_decay=b.feddyn_weight_decay,
       scalefl_widths=tuple(b.scalefl_widths), scalefl_kd_weight=b.scalefl_kd_weight,
       scalefl_temperature=b.scalefl_temperature)
-  if method == 'depthfl_feddyn':
-    s = reefl_methods.settings(method, config)
-    options = options._replace(feddyn_lr=s['lr'], feddyn_min_lr=s['min_lr'])
-  elif method == 'scalefl':
-    s = reefl_methods.settings(method, config)
-    options = options._replace(scalefl_kd_weight=s['kd_weight'],
-                               scalefl_temperature=s['temperature'])
+  if method in ('depthfl_feddyn', 'scalefl'):
+    s = reefl_methods.settings(method, config) if settings is None else settings
+    if method == 'depthfl_feddyn':
+      options = options._replace(feddyn_lr=s['lr'], feddyn_min_lr=s['min_lr'])
+    else:
+      options = options._replace(scalefl_kd_weight=s['kd_weight'],
+                                 scalefl_temperature=s['temperature'])
   return options
-
-
-def schedule(config, method: str):
-  """``(lr, min_lr, kd_rounds)`` of ``method``'s rounds (its own settings, else shared)."""
-  s = reefl_methods.settings(method, config)
-  return s['lr'], s['min_lr'], s.get('kd_rounds', config.fl.kd_rounds)
 
 
 def kd_weight(s: dict, round_: int) -> float:
@@ -177,46 +186,92 @@ def kd_weight(s: dict, round_: int) -> float:
   return 0.0
 
 
-def _baseline(config, method, regime, seed, clients, programs, hp: early_exit.Hparams):
-  """(alg, state, evaluate, tiers, macs) of a head-based baseline (mg.reefl.algorithms.baselines)."""
+class Unit(NamedTuple):
+  """What one (method, regime, seed) trains, before any setting is chosen.
+
+  ``algorithm_of(settings)``: the method's algorithm at its settings
+  (``mg.reefl.methods.settings``: numbers, or a batched sweep's traced
+  values); ``state``: its initial server state (the same at every setting);
+  ``saved(state)``: what a checkpoint keeps of a state.
+  """
+  algorithm_of: Callable
+  state: Any
+  evaluate: Callable
+  tiers: list
+  macs: list
+  saved: Callable
+
+
+def _unit(config, method: str, regime: str, seed: int, num_clients: int,
+          programs: dict | None) -> Unit:
   fl = config.fl
-  cfg = reefl_config.model_config(config, modulation=False)
-  if regime == 'lora':
-    cfg = cfg._replace(lora_rank=config.model.lora_rank, lora_alpha=config.model.lora_alpha)
-  params = _heads_init(jax.random.PRNGKey(seed), cfg)
-  if config.model.init_checkpoint:
-    params = pretrained.load_backbone(config.model.init_checkpoint, params, cfg)
-  scope = None if programs is None else programs.setdefault('baselines', {})
-  alg, spec = baselines.build(method, cfg, regime=regime, batch_size=fl.batch_size,
-                              clip=fl.clip, hp=hp, options=baseline_options(config, method),
-                              num_clients=len(clients), programs=scope)
-  state = alg.init(params)
-  key = ('evaluate', method if method in ('inclusivefl', 'scalefl') else 'heads', cfg)
-  make = lambda: make_evaluate(cfg, config.data.eval_batch, spec.logits)
-  evaluate = make() if programs is None else programs.setdefault(key, make())
-  tiers = early_exit.tier_counts(spec.tier_tree, params, state.opt_state, cfg.num_exits, regime)
-  for t in tiers:
-    t['exit_block'] = cfg.exits[t['tier']]
-  scales = None
-  if method == 'scalefl':
-    scales = tuple(config.baselines.scalefl_widths) or scalefl.default_widths(cfg.num_exits)
-  return alg, state, evaluate, tiers, exit_heads.macs_per_exit(cfg, scales)
+  lora = lambda cfg: (cfg._replace(lora_rank=config.model.lora_rank,
+                                   lora_alpha=config.model.lora_alpha)
+                      if regime == 'lora' else cfg)
+  if method in baselines.HEAD_METHODS:
+    cfg = lora(reefl_config.model_config(config, modulation=False))
+    params = _heads_init(jax.random.PRNGKey(seed), cfg)
+    if config.model.init_checkpoint:
+      params = pretrained.load_backbone(config.model.init_checkpoint, params, cfg)
+    scope = None if programs is None else programs.setdefault('baselines', {})
+
+    def build(s):
+      hp = early_exit.Hparams(rounds=fl.rounds, lr=s['lr'], min_lr=s['min_lr'],
+                              kd_rounds=s.get('kd_rounds', fl.kd_rounds))
+      return baselines.build(method, cfg, regime=regime, batch_size=fl.batch_size,
+                             clip=fl.clip, hp=hp, options=baseline_options(config, method, s),
+                             num_clients=num_clients, programs=scope)
+
+    alg, spec = build(reefl_methods.settings(method, config))
+    state = alg.init(params)
+    key = ('evaluate', method if method in ('inclusivefl', 'scalefl') else 'heads', cfg)
+    make = lambda: make_evaluate(cfg, config.data.eval_batch, spec.logits)
+    evaluate = make() if programs is None else programs.setdefault(key, make())
+    tiers = early_exit.tier_counts(spec.tier_tree, params, state.opt_state, cfg.num_exits,
+                                   regime)
+    for t in tiers:
+      t['exit_block'] = cfg.exits[t['tier']]
+    scales = None
+    if method == 'scalefl':
+      scales = tuple(config.baselines.scalefl_widths) or scalefl.default_widths(cfg.num_exits)
+    return Unit(lambda s: build(s)[0], state, evaluate, tiers,
+                exit_heads.macs_per_exit(cfg, scales), lambda s: (s.params, s.opt_state))
+  kd_mode, modulation = reefl.METHODS['reefl' if method == 'reefl_maximum' else method]
+  cfg = lora(reefl_config.model_config(config, modulation))
+  params = initial_params(config, cfg, jax.random.PRNGKey(seed))
+  local = reefl.LocalConfig(batch_size=fl.batch_size, clip=fl.clip, ema=fl.ema,
+                            temperature=fl.temperature, kd_mode=kd_mode)
+  scope = None if programs is None else programs.setdefault((regime, modulation), {})
+
+  def build(s):
+    hp = reefl.Hparams(rounds=fl.rounds, lr=s['lr'], min_lr=s['min_lr'],
+                       kd_rounds=s.get('kd_rounds', fl.kd_rounds))
+    return reefl.reefl(cfg, regime=regime, local=local, hp=hp, name=method, programs=scope)
+
+  state = build(reefl_methods.settings(method, config)).init(params)
+  evaluate = (make_evaluate(cfg, config.data.eval_batch) if programs is None else
+              programs.setdefault(('evaluate', cfg), make_evaluate(cfg, config.data.eval_batch)))
+  return Unit(build, state, evaluate, reefl.tier_param_counts(cfg, regime, params),
+              vit.macs_per_exit(cfg), lambda s: s.params)
 
 
-def evaluation(evaluate, params, test, validation) -> dict:
+def evaluation(evaluate, params, test, validation, members: int = 0):
   """One evaluation: the test split and the validation clients scored alike.
 
   Returns ``{accuracy, exit_accuracy, ensemble_accuracy}`` on the test split and
   the same keys with ``validation_`` on the validation clients (None without them);
-  ``accuracy`` is the mean over exits.
+  ``accuracy`` is the mean over exits. ``members`` = M > 0: ``params`` stacked
+  over M members, scored together; a list of M such dicts.
   """
-  out = {}
+  out = [{} for _ in range(max(members, 1))]
   for prefix, (images, labels) in (('', test), ('validation_', validation)):
-    ev = evaluate(params, images, labels) if len(labels) else None
-    out[prefix + 'accuracy'] = float(np.mean(ev['exit_accuracy'])) if ev else None
-    out[prefix + 'exit_accuracy'] = ev['exit_accuracy'] if ev else None
-    out[prefix + 'ensemble_accuracy'] = ev['ensemble_accuracy'] if ev else None
-  return out
+    ev = evaluate(params, images, labels, members) if len(labels) else None
+    for m, o in enumerate(out):
+      e = (ev[m] if members else ev) if ev else None
+      o[prefix + 'accuracy'] = float(np.mean(e['exit_accuracy'])) if e else None
+      o[prefix + 'exit_accuracy'] = e['exit_accuracy'] if e else None
+      o[prefix + 'ensemble_accuracy'] = e['ensemble_accuracy'] if e else None
+  return out if members else out[0]
 
 
 def client_mapping(config) -> tuple[str, int]:
@@ -229,114 +284,151 @@ def client_mapping(config) -> tuple[str, int]:
 
 def train_method(config, *, method, regime, repeat, data, clients, log, stop,
                  resume=None, save=None, programs=None):
-  """Trains one (regime, method, repeat); returns its result dict."""
+  """Trains one (regime, method, repeat); returns its result dict (:func:`train_members`)."""
+  return train_members([config], method=method, regime=regime, repeat=repeat, data=data,
+                       clients=clients, logs=[log], stop=stop, resume=resume, save=save,
+                       programs=programs)[0]
+
+
+def train_members(configs: Sequence, *, method, regime, repeat, data, clients, logs, stop,
+                  resume=None, save=None, programs=None) -> list[dict]:
+  """Trains one (regime, method, repeat) at each config's settings; one result dict each.
+
+  One config is a single run. Several (a batched sweep's members) must
+  differ only in ``method``'s settings (``mg.reefl.methods.SHARED``): they
+  share the data, clients, sampling and keys, their server states are
+  stacked, and every round runs them as one vmapped computation
+  (:func:`mg.federated.tiers.train_members`). Each member keeps its own
+  divergence rule, records (``logs[m]``) and evaluations; a diverged member
+  is recorded at its round and the others go on. ``train_time_s`` is the
+  members' shared training time.
+  """
+  config = configs[0]
   fl = config.fl
+  size = len(configs)
   seed = config.seed + 1000 * repeat
-  own = reefl_methods.settings(method, config)
-  lr, min_lr, kd_rounds = schedule(config, method)
+  own = [reefl_methods.settings(method, c) for c in configs]
   clients = [c._replace(tier=t) for c, t in zip(clients, baselines.client_tiers(
       method, [c.tier for c in clients], config.model.num_exits))]
-  if method in baselines.HEAD_METHODS:
-    hp = early_exit.Hparams(rounds=fl.rounds, lr=lr, min_lr=min_lr, kd_rounds=kd_rounds)
-    alg, state, evaluate, tiers, macs = _baseline(config, method, regime, seed, clients,
-                                                  programs, hp)
-    saved = lambda s: (s.params, s.opt_state)
-  else:
-    kd_mode, modulation = reefl.METHODS['reefl' if method == 'reefl_maximum' else method]
-    cfg = reefl_config.model_config(config, modulation)
-    if regime == 'lora':
-      cfg = cfg._replace(lora_rank=config.model.lora_rank, lora_alpha=config.model.lora_alpha)
-    params = initial_params(config, cfg, jax.random.PRNGKey(seed))
-    local = reefl.LocalConfig(batch_size=fl.batch_size, clip=fl.clip, ema=fl.ema,
-                              temperature=fl.temperature, kd_mode=kd_mode)
-    hp = reefl.Hparams(rounds=fl.rounds, lr=lr, min_lr=min_lr, kd_rounds=kd_rounds)
-    alg = reefl.reefl(cfg, regime=regime, local=local, hp=hp, name=method,
-                      programs=None if programs is None else programs.setdefault(
-                          (regime, modulation), {}))
-    state = alg.init(params)
-    evaluate = (make_evaluate(cfg, config.data.eval_batch) if programs is None else
-                programs.setdefault(('evaluate', cfg), make_evaluate(cfg, config.data.eval_batch)))
-    tiers = reefl.tier_param_counts(cfg, regime, params)
-    macs = vit.macs_per_exit(cfg)
-    saved = lambda s: s.params
+  unit = _unit(config, method, regime, seed, len(clients), programs)
+  alg = unit.algorithm_of(own[0])
+  state = unit.state
+  if size > 1:
+    state = jax.tree.map(lambda x: jnp.stack([x] * size), state)
+    values = {k: np.asarray([s[k] for s in own], np.float32) for k in own[0]}
   tag = f'{method} [{regime}]'
+  name = tag if regime != 'full' else method
   images, labels, test_images, test_labels, val_images, val_labels = data
 
-  first, curve, teacher, train_time, uploaded, diverged = 1, [], {}, 0.0, [], None
-  first_loss = None
+  first, train_time = 1, 0.0
+  runs = [{'curve': [], 'teacher': {}, 'uploaded': [], 'first_loss': None, 'diverged': None}
+          for _ in configs]
   if resume is not None:
-    first = resume['round'] + 1
-    curve, train_time, uploaded = resume['curve'], resume['train_time'], resume['uploaded']
-    first_loss = resume['first_loss']
-    teacher = {int(k): np.asarray(v) for k, v in resume['teacher'].items()}
+    first, train_time = resume['round'] + 1, resume['train_time']
+    saved_runs = resume.get('members') or [  # a single run's, as written before members
+        dict({k: resume[k] for k in ('curve', 'uploaded', 'first_loss', 'teacher')},
+             diverged=None)]
+    runs = [dict(m, teacher={int(k): np.asarray(v) for k, v in m['teacher'].items()})
+            for m in saved_runs]
     try:
-      restored = checkpoint_lib.restore_like(saved(state), resume['params'], 'params')
+      restored = checkpoint_lib.restore_like(unit.saved(state), resume['params'], 'params')
     except checkpoint_lib.CheckpointError as e:
       raise checkpoint_lib.CheckpointError(
           f'{e} (checkpoints written before the ViT\'s blocks were stacked hold one set per '
-          'block and do not resume: rerun with --config.resume=False)') from e
+          'block, and those before sweeps were batched another layout; they do not resume: '
+          'rerun with --config.resume=False)') from e
     state = (state._replace(params=restored[0], opt_state=restored[1])
              if isinstance(restored, tuple) else state._replace(params=restored))
-    state = state._replace(round=jnp.int32(resume['round']))
+    state = state._replace(round=jnp.full_like(state.round, resume['round']))
 
   def snapshot(r):
-    return {'round': r, 'curve': curve, 'train_time': train_time, 'uploaded': uploaded,
-            'first_loss': first_loss,
-            'teacher': {str(k): v.tolist() for k, v in teacher.items()}}
+    return {'round': r, 'train_time': train_time, 'members': [
+        dict(m, teacher={str(k): np.asarray(v).tolist() for k, v in m['teacher'].items()})
+        for m in runs]}
 
   key = jax.random.PRNGKey(seed + 1)
   mapping, group_size = client_mapping(config)
-  with progress(fl.rounds, tag, config.progress) as bar:
+  label = tag if size == 1 else f'{tag} ({size} members)'
+  with progress(fl.rounds, label, config.progress) as bar:
     bar.update(first - 1)
     for r in range(first, fl.rounds + 1):
       sampled = baselines.sample_clients(method, seed, r, [c.tier for c in clients],
                                          fl.clients_per_round)
       start = time.perf_counter()
-      state, diag = tiers_lib.train_round(alg, state, clients, images, labels, sampled,
-                                          jax.random.fold_in(key, r), r, mapping, group_size)
+      round_key = jax.random.fold_in(key, r)
+      if size == 1:
+        state, diag = tiers_lib.train_round(alg, state, clients, images, labels, sampled,
+                                            round_key, r, mapping, group_size)
+        diags = [diag]
+      else:
+        state, diags = tiers_lib.train_members(unit.algorithm_of, state, values, clients, images,
+                                               labels, sampled, round_key, r, mapping,
+                                               group_size)
       jax.block_until_ready(state.params)
       train_time += time.perf_counter() - start
-      uploaded.append(diag['uploaded'])
-      for t, c in diag['teacher'].items():
-        teacher[t] = teacher.get(t, 0) + c
-      if divergence.diverged(float(diag['loss']), bool(diag['finite']), first_loss):
-        diverged = r
-        print(f'{tag}: diverged at round {r} of repeat {repeat + 1} (non-finite loss or '
-              f'parameters, or a loss above {divergence.LOSS_BOUND:g} x the first '
-              "round's): stopped it and marked its results diverged", flush=True)
-        log.write(tag if regime != 'full' else method, r, repeat=repeat, regime=regime,
-                  event='diverged', stage='training')
+      points = []  # every member's evaluation, once one that has not diverged needs it
+
+      def point(m):
+        if not points:
+          test, val = (test_images, test_labels), (val_images, val_labels)
+          points.extend([evaluation(unit.evaluate, alg.output(state), test, val)] if size == 1
+                        else evaluation(unit.evaluate, jax.vmap(alg.output)(state), test, val,
+                                        size))
+        return points[m]
+
+      for m, (run_, diag) in enumerate(zip(runs, diags)):
+        if run_['diverged']:
+          continue
+        run_['uploaded'].append(diag['uploaded'])
+        for t, c in diag['teacher'].items():
+          run_['teacher'][t] = run_['teacher'].get(t, 0) + c
+        if divergence.diverged(float(diag['loss']), bool(diag['finite']), run_['first_loss']):
+          run_['diverged'] = r
+          who = tag if size == 1 else f'{tag}, member {m + 1} of {size}'
+          print(f'{who}: diverged at round {r} of repeat {repeat + 1} (non-finite loss or '
+                f'parameters, or a loss above {divergence.LOSS_BOUND:g} x the first '
+                "round's): stopped it and marked its results diverged", flush=True)
+          logs[m].write(name, r, repeat=repeat, regime=regime, event='diverged',
+                        stage='training')
+          continue
+        if run_['first_loss'] is None:
+          run_['first_loss'] = float(diag['loss'])
+        record = {'loss': diag['loss'],
+                  'lr': reefl.learning_rate(r, fl.rounds, own[m]['lr'], own[m]['min_lr']),
+                  'kd_weight': kd_weight(own[m], r)}
+        if r % config.eval_every == 0 or r == fl.rounds:
+          run_['curve'].append({'round': r, **point(m)})
+          means = {'accuracy': 'accuracy_mean', 'validation_accuracy': 'validation_accuracy_mean'}
+          record.update({means.get(k, k): v for k, v in point(m).items()})
+        logs[m].write(name, r, repeat=repeat, regime=regime, **record)
+      alive = [(run_, d) for run_, d in zip(runs, diags) if not run_['diverged']]
+      if not alive:
         break
-      if first_loss is None:
-        first_loss = float(diag['loss'])
-      record = {'loss': diag['loss'], 'lr': reefl.learning_rate(r, fl.rounds, lr, min_lr),
-                'kd_weight': kd_weight(own, r)}
-      if r % config.eval_every == 0 or r == fl.rounds:
-        point = evaluation(evaluate, alg.output(state), (test_images, test_labels),
-                           (val_images, val_labels))
-        curve.append({'round': r, **point})
-        means = {'accuracy': 'accuracy_mean', 'validation_accuracy': 'validation_accuracy_mean'}
-        record.update({means.get(k, k): v for k, v in point.items()})
-      log.write(tag if regime != 'full' else method, r, repeat=repeat, regime=regime, **record)
-      bar.set_postfix({'loss': diag['loss'], **({'acc': curve[-1]['accuracy']} if curve else {})})
+      curve = alive[0][0]['curve']
+      bar.set_postfix({'loss': alive[0][1]['loss'],
+                       **({'acc': curve[-1]['accuracy']} if curve else {})})
       bar.update(1)
       if save is not None and (r % config.checkpoint_every == 0 or stop) and r < fl.rounds:
-        save(saved(state), snapshot(r))
+        save(unit.saved(state), snapshot(r))
       if stop and r < fl.rounds:  # at the last round: finish, the method is saved as done
         raise checkpoint_lib.Interrupted(stop.signum, f'round {r} of {tag} (repeat {repeat + 1})')
 
-  final = curve[-1] if curve and not diverged else None
-  return {
-      'method': method, 'regime': regime, 'repeat': repeat, 'diverged': diverged,
-      'exit_accuracy': final['exit_accuracy'] if final else None,
-      'ensemble_accuracy': final['ensemble_accuracy'] if final else None,
-      'validation_exit_accuracy': final['validation_exit_accuracy'] if final else None,
-      'validation_ensemble_accuracy': final['validation_ensemble_accuracy'] if final else None,
-      'curve': curve, 'train_time_s': train_time, 'rounds': fl.rounds,
-      'upload_bytes_per_round': 4.0 * float(np.mean(uploaded)) if uploaded else None,
-      'macs_per_exit': macs, 'tiers': tiers,
-      'teacher': {str(k): np.asarray(v).tolist() for k, v in sorted(teacher.items())},
-  }
+  results = []
+  for run_ in runs:
+    final = run_['curve'][-1] if run_['curve'] and not run_['diverged'] else None
+    pick = lambda k: final[k] if final else None
+    results.append({
+        'method': method, 'regime': regime, 'repeat': repeat, 'diverged': run_['diverged'],
+        'exit_accuracy': pick('exit_accuracy'), 'ensemble_accuracy': pick('ensemble_accuracy'),
+        'validation_exit_accuracy': pick('validation_exit_accuracy'),
+        'validation_ensemble_accuracy': pick('validation_ensemble_accuracy'),
+        'curve': run_['curve'], 'train_time_s': train_time, 'rounds': fl.rounds,
+        'upload_bytes_per_round': (4.0 * float(np.mean(run_['uploaded']))
+                                   if run_['uploaded'] else None),
+        'macs_per_exit': unit.macs, 'tiers': unit.tiers,
+        'teacher': {str(k): np.asarray(v).tolist() for k, v in sorted(run_['teacher'].items())},
+    })
+  return results
 
 
 def progress_of(restored) -> tuple[dict, dict | None]:
@@ -356,7 +448,7 @@ def progress_of(restored) -> tuple[dict, dict | None]:
 
 
 def saver(session, done: dict, name: str):
-  """``save(params, snapshot)`` for :func:`train_method`: a checkpoint of unit ``name``."""
+  """``save(params, snapshot)`` for :func:`train_members`: a checkpoint of unit ``name``."""
   def save(params, snap):
     session.save({'leaves': _numbered(checkpoint_lib.host_leaves(params))},
                  {'done': done, 'current': dict(snap, name=name)},
@@ -364,17 +456,18 @@ def saver(session, done: dict, name: str):
   return save
 
 
-def finish(session, done: dict, name: str, record: dict) -> dict:
-  """Records unit ``name`` as finished and checkpoints; stops there on a signal.
+def finish(session, done: dict, records: dict) -> dict:
+  """Records units ``{name: record}`` as finished and checkpoints; stops there on a signal.
 
-  Returns the record as it reads back from the checkpoint (JSON values).
+  Returns the records as they read back from the checkpoint (JSON values).
   """
-  done[name] = checkpoint_lib.json_roundtrip(to_jsonable(record))
-  session.save({'leaves': {'none': np.zeros(())}}, {'done': done, 'current': None},
-               where=f'the end of {name}')
+  for name, record in records.items():
+    done[name] = checkpoint_lib.json_roundtrip(to_jsonable(record))
+  where = f"the end of {' and '.join(records)}"
+  session.save({'leaves': {'none': np.zeros(())}}, {'done': done, 'current': None}, where=where)
   if session.stop:
-    raise checkpoint_lib.Interrupted(session.stop.signum, f'the end of {name}')
-  return done[name]
+    raise checkpoint_lib.Interrupted(session.stop.signum, where)
+  return {name: done[name] for name in records}
 
 
 # What a fresh run in a workdir replaces (with resume=False).
@@ -428,7 +521,7 @@ def run(config, workdir: str, programs: dict | None = None) -> dict:
                              clients=clients, log=session.log, stop=session.stop,
                              resume=resume, save=saver(session, done, name),
                              programs=programs)
-          results.append(finish(session, done, name, res))
+          results.append(finish(session, done, {name: res})[name])
     wall = time.perf_counter() - start
     return reefl_report.write_outputs(workdir, results, partition=describe(split, config.data.alpha),
                                       wall_time_s=wall, resumes=session.resumes)

@@ -9,11 +9,12 @@ settings ``per_method.<method>.<key>`` or the shared field each defaults to
 (``mg.reefl.methods``), and a field that does not reach its method is refused
 (e.g. ``fl.lr`` for DepthFL with FedDyn, which runs ``baselines.feddyn_lr``).
 
-Unlike MetaGater's sweep (one vmapped program over members), ReeFL's members
-run one after another, as single runs do
-(:func:`mg.reefl.run.train_method`, first repeat, at the member's seed), and
-share the compiled programs and evaluations: every swept setting is a
-traced argument of them, so only a member's first round of a new model compiles.
+Members are trained as single runs are (:func:`mg.reefl.run.train_members`,
+first repeat, at the member's seed). With ``--members=vmap`` (``auto`` off
+XLA:CPU) the members of one method at one seed, which differ only in traced settings, are
+trained together: their server states stacked and every round one vmapped
+computation (:func:`mg.federated.tiers.train_members`), evaluations too; with
+``loop`` (``auto`` on XLA:CPU) one after another. Either way they share the compiled programs.
 
 A configuration's score is the mean over its seeds of the final accuracy on
 the validation clients, mean over exits (``mg.sweep.results.best_per_method``);
@@ -38,6 +39,7 @@ import os
 import time
 from typing import Sequence
 
+import jax
 import numpy as np
 
 from mg.harness import session as session_lib
@@ -49,8 +51,10 @@ from mg.report import MetricsLog
 from mg.report.serialize import atomic_write_text, to_jsonable
 from mg.sweep import results as results_lib
 from mg.sweep import spec as spec_lib
+from mg.sweep import timing
 
 ROWS_FILE = 'members.jsonl'
+MEMBER_MAPPINGS = ('vmap', 'loop')
 # What a fresh sweep in a workdir replaces (with resume=False).
 OUTPUTS = ('metrics.jsonl', ROWS_FILE, 'sweep.json', 'sweep.md')
 
@@ -196,9 +200,51 @@ def write_rows(workdir: str, done: dict) -> None:
                     ''.join(json.dumps(row) + '\n' for row in done.values()))
 
 
+def groups(sweep_members: Sequence[spec_lib.Member], mapping: str) -> list[list[int]]:
+  """Indices of the members trained together: one method at one seed (``vmap``), or one each.
+
+  A member sets only its method's settings (``mg.sweep.spec``), so the members
+  of a method at a seed differ only in traced values and share one batched
+  computation (:func:`mg.reefl.run.train_members`).
+  """
+  if mapping == 'loop':
+    return [[i] for i in range(len(sweep_members))]
+  together: dict = {}
+  for i, m in enumerate(sweep_members):
+    together.setdefault((m.method, m.seed), []).append(i)
+  return list(together.values())
+
+
+def resolve_members(mapping: str, backend: str | None = None) -> str:
+  """``--members`` with ``auto`` replaced by the measured choice.
+
+  ``auto`` is ``loop`` on XLA:CPU, where 8 batched members of the MNIST ViT
+  ran at 0.98-1.07x the loop and compile longer (docs/speed.md, "Batched
+  sweeps"), and ``vmap`` elsewhere, where batching is what accelerators are
+  for (not measured here: no accelerator was available).
+  """
+  if mapping == 'auto':
+    return 'loop' if (backend or jax.default_backend()) == 'cpu' else 'vmap'
+  if mapping not in MEMBER_MAPPINGS:
+    raise ValueError(f'--members={mapping!r}: expected auto or one of {MEMBER_MAPPINGS}')
+  return mapping
+
+
+def train_group(config, group: Sequence[spec_lib.Member], regime: str, data, *, log, stop,
+                resume=None, save=None, programs=None) -> list[dict]:
+  """The members of one method at one seed trained together; their result dicts."""
+  _, arrays, clients = data
+  return reefl_run.train_members(
+      [spec_lib.member_config(config, m) for m in group], method=group[0].method,
+      regime=regime, repeat=0, data=arrays, clients=clients,
+      logs=[_MemberLog(log, m) for m in group], stop=stop, resume=resume, save=save,
+      programs=programs)
+
+
 def run_sweep(config, sweep_members: Sequence[spec_lib.Member], workdir: str, *,
-              title: str = 'sweep', programs: dict | None = None) -> dict:
-  """Runs every member one after another and writes the report to ``workdir``.
+              title: str = 'sweep', programs: dict | None = None,
+              members_mapping: str = 'auto') -> dict:
+  """Runs every member and writes the report to ``workdir``.
 
   Args:
     config: the base ReeFL config (what is not swept; one regime).
@@ -207,10 +253,13 @@ def run_sweep(config, sweep_members: Sequence[spec_lib.Member], workdir: str, *,
       same config and ``config.resume`` continues from its last checkpoint.
     title: the report's title.
     programs: compiled programs to share (default: this sweep's own).
+    members_mapping: ``vmap`` trains a method's members at one seed together
+      (:func:`groups`), ``loop`` one after another; ``auto``: :func:`resolve_members`.
 
   Returns:
     The contents of ``sweep.json``.
   """
+  mapping = resolve_members(members_mapping)
   with session_lib.Session(config, workdir, kind='sweep', outputs=OUTPUTS) as session:
     start = time.perf_counter()
     data = {}
@@ -223,24 +272,25 @@ def run_sweep(config, sweep_members: Sequence[spec_lib.Member], workdir: str, *,
     done, current = reefl_run.progress_of(session.restored)
     programs = {} if programs is None else programs
     regime = config.regimes[0]
-    rows = []
-    for i, member in enumerate(sweep_members):
-      name = member.describe()
-      if name not in done:
-        _, arrays, clients = data[member.seed]
-        print(f'[{i + 1}/{len(sweep_members)}] {name}', flush=True)
-        resume = current if current is not None and current['name'] == name else None
-        result = reefl_run.train_method(
-            spec_lib.member_config(config, member), method=member.method, regime=regime,
-            repeat=0, data=arrays, clients=clients, log=_MemberLog(session.log, member),
-            stop=session.stop, resume=resume, save=reefl_run.saver(session, done, name),
-            programs=programs)
-        reefl_run.finish(session, done, name,
-                         member_row(result, member, settings_of(config, member)))
-        write_rows(workdir, done)
-      rows.append(done[name])
+    for i, index in enumerate(groups(sweep_members, mapping)):
+      group = [sweep_members[j] for j in index if sweep_members[j].describe() not in done]
+      if not group:
+        continue
+      names = [m.describe() for m in group]
+      name = ' + '.join(names)
+      print(f"[{index[0] + 1}{'' if len(index) == 1 else f'-{index[-1] + 1}'}"
+            f"/{len(sweep_members)}] {name}", flush=True)
+      resume = current if current is not None and current['name'] == name else None
+      results = train_group(config, group, regime, data[group[0].seed], log=session.log,
+                            stop=session.stop, resume=resume,
+                            save=reefl_run.saver(session, done, name), programs=programs)
+      reefl_run.finish(session, done, {
+          n: member_row(r, m, settings_of(config, m))
+          for n, r, m in zip(names, results, group)})
+      write_rows(workdir, done)
+    rows = [done[m.describe()] for m in sweep_members]
     write_rows(workdir, done)
-    extra = dict(regime=regime, rounds=config.fl.rounds,
+    extra = dict(regime=regime, rounds=config.fl.rounds, members=mapping,
                  wall_time_s=time.perf_counter() - start, resumes=session.resumes,
                  partitions={s: reefl_run.describe(d[0], config.data.alpha)
                              for s, d in data.items()})
@@ -249,3 +299,46 @@ def run_sweep(config, sweep_members: Sequence[spec_lib.Member], workdir: str, *,
   print(text, flush=True)
   print(f'sweep written to {workdir}', flush=True)
   return doc
+
+
+class _NoLog:
+  def write(self, *args, **kwargs):
+    del args, kwargs
+
+
+def bench(config, sweep_members: Sequence[spec_lib.Member], *, repeats: int = 2,
+          printer=print) -> dict:
+  """The members batched (:func:`groups`, ``vmap``) against one after another, timed.
+
+  Both sides train every member as the sweep does (no workdir, nothing
+  written), each with its own compiled programs kept across repetitions;
+  :func:`mg.sweep.timing.compare` alternates them and compares the final
+  validation and test accuracies per exit.
+  """
+  reefl_config.validate(config)
+  regime = config.regimes[0]
+  data = {}
+  for seed in dict.fromkeys(m.seed for m in sweep_members):
+    at_seed = config.copy_and_resolve_references()
+    at_seed.seed = seed
+    data[seed] = reefl_run.load_data(at_seed)
+  reefl_run.check_backbone(config)
+
+  def side(mapping, programs):
+    def train():
+      out = [None] * len(sweep_members)
+      for index in groups(sweep_members, mapping):
+        group = [sweep_members[j] for j in index]
+        results = train_group(config, group, regime, data[group[0].seed], log=_NoLog(),
+                              stop=None, programs=programs)
+        for j, r in zip(index, results):
+          out[j] = None if r['diverged'] else np.array(
+              r['validation_exit_accuracy'] + r['exit_accuracy'])
+      return out
+    return train
+
+  return timing.compare(
+      side('vmap', {}), side('loop', {}), repeats=repeats,
+      what=f'{len(sweep_members)} members x {config.fl.rounds} rounds ({regime})',
+      extra=dict(members=len(sweep_members), rounds=config.fl.rounds, regime=regime,
+                 methods=sorted({m.method for m in sweep_members})), printer=printer)

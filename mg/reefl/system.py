@@ -12,14 +12,14 @@ run = reefl_run.run
 
 
 def sweep(config, sweep, workdir: str, *, title: str, members_mapping: str = 'auto') -> dict:
-  """Every member of ``sweep``, one after another (``mg.reefl.sweep``)."""
-  if members_mapping == 'vmap':
-    raise ConfigError('--members=vmap: a ReeFL sweep runs its members one after another '
-                      "(one program per budget tier); use --members=loop or auto")
+  """Every member of ``sweep`` (``mg.reefl.sweep``); ``members_mapping``: vmap, loop or auto."""
   return reefl_sweep.run_sweep(config, reefl_sweep.members(sweep, config), workdir,
-                               title=title)
+                               title=title, members_mapping=members_mapping)
 
 
 def bench_sweep(config, sweep, *, members_mapping: str, repeats: int) -> dict:
-  raise ConfigError('--bench times a batched sweep against sequential runs; a ReeFL sweep '
-                    'runs its members one after another, so there is nothing to compare')
+  """The sweep's members batched against one after another (``mg.reefl.sweep.bench``)."""
+  if members_mapping == 'loop':
+    raise ConfigError('--bench times the batched members against --members=loop; '
+                      'leave --members at auto or vmap')
+  return reefl_sweep.bench(config, reefl_sweep.members(sweep, config), repeats=repeats)

@@ -291,9 +291,14 @@ def test_baselines_run_through_the_reefl_loop_and_resume(tmp_path, reefl_program
   # One compiled program for every tier of ExclusiveFL and DepthFL (shared), one per
   # tier for ScaleFL (its tiers differ in width), never recompiled over the rounds'
   # new learning rates and KD weights.
-  compiled = {k: p for k, p in reefl_programs['baselines'].items() if k[0] != 'broadcast'}
+  scope = reefl_programs['baselines']
+  compiled = {k: p for k, p in scope.items() if k[0] not in ('broadcast', 'held', 'server')}
   assert sorted(k[0] for k in compiled) == ['exit_heads', 'scalefl', 'scalefl']
   assert all(p._cache_size() == 1 for p in compiled.values())
+  # and each method's server program, compiled once
+  servers = {k: p for k, p in scope.items() if k[0] == 'server' and k[1] in config.methods}
+  assert {k[1] for k in servers} == set(config.methods)
+  assert all(p._cache_size() == 1 for p in servers.values())
   rows = {r['method']: r for r in doc['rows']}
   for r in rows.values():
     assert len(r['exit_accuracy_mean']) == 2 and 0.0 <= r['accuracy_mean'] <= 1.0

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from mg.errors import ConfigError
+from mg.federated import backend
 
 from configs.reefl import common as reefl_common, test as reefl_test
 from mg.reefl import config as reefl_config
@@ -14,6 +15,7 @@ from mg.reefl import methods as reefl_methods
 from mg.reefl import run as reefl_run
 from mg.reefl import sweep as reefl_sweep
 from mg.reefl.algorithms import baselines, reefl
+from mg.sweep import spec as spec_lib
 from data_helpers import ROOT
 
 
@@ -33,9 +35,8 @@ def test_per_method_settings_fall_back_to_the_shared_fields():
   config.per_method.scalefl.kd_weight = 0.5
   assert reefl_methods.settings('scalefl', config)['lr'] == 0.2
   assert reefl_methods.settings('depthfl', config)['lr'] == config.fl.lr
-  # ... and reach the algorithms: ScaleFL's options, each method's schedule.
+  # ... and reach the algorithms: ScaleFL's and FedDyn's options.
   assert reefl_run.baseline_options(config, 'scalefl').scalefl_kd_weight == 0.5
-  assert reefl_run.schedule(config, 'scalefl')[0] == 0.2
   config.per_method.depthfl_feddyn.lr = 0.3
   assert reefl_run.baseline_options(config, 'depthfl_feddyn').feddyn_lr == 0.3
 
@@ -172,7 +173,8 @@ def test_sweep_end_to_end_reuses_programs_and_resumes(tmp_path, capsys, reefl_pr
   config = reefl_test.get_config()
   config.eval_every = 2                        # one evaluation, after the last round
   members = reefl_sweep.members(_grid('depthfl', 'per_method.depthfl.lr', [0.05, 0.1]), config)
-  doc = reefl_sweep.run_sweep(config, members, str(tmp_path), programs=reefl_programs)
+  doc = reefl_sweep.run_sweep(config, members, str(tmp_path), programs=reefl_programs,
+                              members_mapping='vmap')
   rows = doc['rows']
   assert [r['hparams']['per_method.depthfl.lr'] for r in rows] == [0.05, 0.1]
   for r in rows:
@@ -180,11 +182,17 @@ def test_sweep_end_to_end_reuses_programs_and_resumes(tmp_path, capsys, reefl_pr
     assert len(r['validation_exit_accuracy']) == 2
   best = doc['best']['depthfl']
   assert best['validation_accuracy_mean'] == max(r['validation_accuracy_mean'] for r in rows)
-  # DepthFL's one program (every tier) compiled once: over rounds (a new learning rate
-  # and KD weight each round) and over members (another lr) alike.
+  # DepthFL's one program (every tier), its members batched (--members=vmap):
+  # nothing compiles again over rounds (a new learning rate and KD weight each round),
+  # members (another lr) or a longer sweep on the same programs.
   compiled = reefl_programs['baselines']
   assert sum(k[0] == 'exit_heads' for k in compiled) == 1
-  assert all(p._cache_size() == 1 for p in compiled.values())
+  longer = config.copy_and_resolve_references()
+  longer.fl.rounds = 4
+  with backend.CompileClock() as clock:
+    reefl_sweep.run_sweep(longer, members, str(tmp_path / 'longer'), programs=reefl_programs,
+                          members_mapping='vmap')
+  assert clock.by_event['/jax/core/compile/backend_compile_duration'] == 0, clock.by_event
   for name in ('sweep.json', 'sweep.md', 'members.jsonl', 'metrics.jsonl', 'config.json'):
     assert (tmp_path / name).exists(), name
   # Rerunning keeps the finished members: nothing trains again. It resumes from its
@@ -193,7 +201,7 @@ def test_sweep_end_to_end_reuses_programs_and_resumes(tmp_path, capsys, reefl_pr
   with open(tmp_path / 'members.jsonl', 'a') as f:
     f.write('{"member": "reefl(per_me')
   capsys.readouterr()
-  again = reefl_sweep.run_sweep(config, members, str(tmp_path))
+  again = reefl_sweep.run_sweep(config, members, str(tmp_path), members_mapping='vmap')
   assert '[1/2]' not in capsys.readouterr().out
   assert json.dumps(again['rows']) == json.dumps(rows)
   written = (tmp_path / 'members.jsonl').read_text().splitlines()
@@ -235,3 +243,45 @@ def test_pretrained_regimes_are_tuned_on_the_mnist_grid(regime):
       quick.fl.rounds, quick.fl.kd_rounds, quick.repeats, quick.data.to_dict())
   with pytest.raises(ValueError, match='reefl/mnist_pretrained.py:full'):
     reefl_mnist_pretrained.get_config('full')
+
+
+class _Log:
+  def __init__(self):
+    self.records = []
+
+  def write(self, method, round_, **fields):
+    self.records.append(dict(fields, round=round_))
+
+
+@pytest.mark.parametrize('method, regime, field', [
+    ('reefl', 'full', 'per_method.reefl.kd_rounds'),       # Ree and the KD ramp traced
+    ('depthfl_feddyn', 'lora', 'per_method.depthfl_feddyn.lr'),  # per-client FedDyn state
+])
+def test_batched_members_train_as_one_after_another(method, regime, field, reefl_programs):
+  """Members trained together (one vmapped round) end as each trained alone."""
+  config = reefl_test.get_config()
+  config.regimes = (regime,)
+  members = reefl_sweep.members(_grid(method, field, [0.5, 3.0]), config)
+  assert reefl_sweep.groups(members, 'vmap') == [[0, 1]]
+  assert reefl_sweep.groups(members, 'loop') == [[0], [1]]
+  assert reefl_sweep.resolve_members('auto', 'cpu') == 'loop'
+  assert reefl_sweep.resolve_members('auto', 'gpu') == 'vmap'
+  _, arrays, clients = data = reefl_run.load_data(config)
+  logs = [_Log(), _Log()]
+  together = _Log()
+  batched = reefl_sweep.train_group(config, members, regime, data, log=together, stop=None,
+                                    programs={})
+  alone = [reefl_run.train_method(spec_lib.member_config(config, m), method=method,
+                                  regime=regime, repeat=0, data=arrays, clients=clients,
+                                  log=log, stop=None, programs=reefl_programs)
+           for m, log in zip(members, logs)]
+  for b, a in zip(batched, alone):
+    assert b['diverged'] is None and a['diverged'] is None
+    for key in ('exit_accuracy', 'validation_exit_accuracy', 'ensemble_accuracy'):
+      assert b[key] == a[key], key
+    assert b['upload_bytes_per_round'] == a['upload_bytes_per_round']
+  for m, log in zip(members, logs):
+    mine = [r['loss'] for r in together.records if r['member'] == m.describe()]
+    assert mine == pytest.approx([r['loss'] for r in log.records], rel=1e-5)
+  # the two settings train differently (the members are not copies of one)
+  assert [r['loss'] for r in logs[0].records] != [r['loss'] for r in logs[1].records]

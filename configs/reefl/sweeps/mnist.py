@@ -48,18 +48,25 @@ def grid(method, lr=tuple(LR), feddyn_lr=tuple(FEDDYN_LR)):
   return {'method': method, 'seeds': SEEDS, 'grid': {f'per_method.{method}.lr': list(values)}}
 
 
+# ``:bench``: 8 members of one method (ReeFL's learning rate from 0.0125 to 0.2, one
+# seed), what ``--bench`` times batched against one after another (docs/speed.md).
+BENCH_LR = [0.0125, 0.0177, 0.025, 0.0354, 0.05, 0.0707, 0.1, 0.2]
+
+
 def get_sweep(variant: str = 'comparison', *, lr=tuple(LR), feddyn_lr=tuple(FEDDYN_LR),
               name: str = 'mnist'):
-  """``comparison``, ``ablations``, ``all`` or methods joined by ``+``.
+  """``comparison``, ``ablations``, ``all``, ``bench`` or methods joined by ``+``.
 
   ``lr`` / ``feddyn_lr``: the grids (another sweep file may shift them);
   ``name``: that file's, for the error.
   """
+  if variant == 'bench':
+    return [grid('reefl', BENCH_LR)]
   named = {'comparison': COMPARISON, 'ablations': ABLATIONS, 'all': COMPARISON + ABLATIONS}
   methods = named[variant] if variant in named else variant.split('+')
   unknown = [m for m in methods if m not in COMPARISON + ABLATIONS]
   if unknown or len(set(methods)) != len(methods):
     raise ValueError(f"configs/reefl/sweeps/{name}.py:{variant}: expected 'comparison', "
-                     f"'ablations', 'all' or distinct methods joined by '+' of "
+                     f"'ablations', 'all', 'bench' or distinct methods joined by '+' of "
                      f"{', '.join(COMPARISON + ABLATIONS)}")
   return [grid(m, lr, feddyn_lr) for m in methods]

@@ -1,7 +1,7 @@
-"""The batched sweep against the same members run one after another.
+"""MetaGater's batched sweep against the same members run one after another.
 
-``python -m experiments.sweep ... --bench`` times, in one process and on the
-same data, (a) the batched sweep (``mg.metagater.sweep.runner.run_method``: one compiled
+``python -m experiments.sweep ... --bench`` times (:mod:`mg.sweep.timing`), in
+one process and on the same data, (a) the batched sweep (``mg.metagater.sweep.runner.run_method``: one compiled
 program for all members of a method) and (b) sequential single runs: each
 member trained by ``mg.metagater.train.train`` with its method's round and target
 functions compiled once and reused by every member (as a user looping over
@@ -13,10 +13,6 @@ shared machine's load drifts. Both sides' final accuracies are compared.
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import time
 from typing import Sequence
 
 import jax
@@ -28,6 +24,7 @@ from mg.metagater import train as train_lib
 from mg.metagater.sweep import program as program_lib
 from mg.metagater.sweep import runner as runner_lib
 from mg.sweep import spec as spec_lib
+from mg.sweep import timing
 
 
 def sequential_runs(setup: runner_lib.SweepSetup, members: Sequence[spec_lib.Member],
@@ -87,46 +84,13 @@ def batched_runs(setup: runner_lib.SweepSetup, members: Sequence[spec_lib.Member
   return [None if r['diverged'] else np.array(r['target_accuracy']) for r in rows]
 
 
-def machine() -> str:
-  """The machine in words: processor, cores, backend and devices."""
-  devices = jax.devices()
-  return (f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
-          f'{jax.default_backend()} backend, {len(devices)} x {devices[0].device_kind}')
-
-
 def bench(setup: runner_lib.SweepSetup, members: Sequence[spec_lib.Member], *,
           repeats: int = 2, printer=print) -> dict:
-  """Times batched against sequential; prints a table and returns the figures."""
+  """Times batched against sequential (:func:`mg.sweep.timing.compare`); returns the figures."""
   batched_cache, sequential_cache = {}, {}
-  sides = {'batched': lambda: batched_runs(setup, members, batched_cache),
-           'sequential': lambda: sequential_runs(setup, members, sequential_cache)}
-  times = {name: [] for name in sides}
-  last = {}
-  for repeat in range(repeats):
-    order = list(sides) if repeat % 2 == 0 else list(sides)[::-1]
-    for name in order:
-      start = time.perf_counter()
-      last[name] = sides[name]()
-      times[name].append(time.perf_counter() - start)
-  diffs = [float(np.max(np.abs(a - b))) for a, b in zip(last['batched'], last['sequential'])
-           if a is not None and b is not None]
-  same_divergence = all((a is None) == (b is None)
-                        for a, b in zip(last['batched'], last['sequential']))
-  ratios = [s / b for s, b in zip(times['sequential'], times['batched'])]
-  figures = dict(
-      members=len(members), methods=sorted({m.method for m in members}),
-      rounds=setup.config.meta.rounds, machine=machine(),
-      batched_s=times['batched'], sequential_s=times['sequential'],
-      speedup=ratios, max_target_accuracy_diff=max(diffs, default=0.0),
-      same_divergence=same_divergence)
-  printer(f"benchmark: {len(members)} configurations x {setup.config.meta.rounds} rounds "
-          f"on {figures['machine']}")
-  printer(f"{'repetition':<16}{'batched (s)':>13}{'sequential (s)':>16}{'speedup':>9}")
-  for r, (b, s) in enumerate(zip(times['batched'], times['sequential'])):
-    label = f"{r + 1} ({'with compile' if r == 0 else 'compiled'})"
-    printer(f'{label:<16}{b:>13.1f}{s:>16.1f}{s / b:>8.2f}x')
-  printer(f"max |target accuracy difference| batched vs sequential: "
-          f"{figures['max_target_accuracy_diff']:.2g}"
-          f"{'' if same_divergence else ' (divergence differs!)'}")
-  printer(json.dumps(figures))
-  return figures
+  return timing.compare(
+      lambda: batched_runs(setup, members, batched_cache),
+      lambda: sequential_runs(setup, members, sequential_cache), repeats=repeats,
+      what=f'{len(members)} configurations x {setup.config.meta.rounds} rounds',
+      extra=dict(members=len(members), methods=sorted({m.method for m in members}),
+                 rounds=setup.config.meta.rounds), printer=printer)

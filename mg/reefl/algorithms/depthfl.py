@@ -32,6 +32,8 @@ FedDyn run uses its own schedule: SGD 0.1 -> 0.01 cosine, weight decay 1e-3.
 
 from __future__ import annotations
 
+import functools
+
 from flax import traverse_util
 import jax.numpy as jnp
 
@@ -40,6 +42,7 @@ from mg.reefl.algorithms import early_exit, exclusivefl
 from mg.models import vit
 
 
+@functools.cache  # equal arguments, the same Spec: its programs are shared
 def spec(cfg: vit.ViTConfig, regime: str) -> early_exit.Spec:
   """DepthFL with FedAvg: ExclusiveFL's model and server, every tier trains."""
   return exclusivefl.spec(cfg, regime)
@@ -74,6 +77,7 @@ def feddyn_server(num_clients: int, alpha: float):
   return server
 
 
+@functools.cache  # equal arguments, the same Spec: its programs are shared
 def feddyn_spec(cfg: vit.ViTConfig, regime: str, num_clients: int, alpha: float) -> early_exit.Spec:
   """DepthFL with FedDyn: the server step above, client states by id."""
   return exclusivefl.spec(cfg, regime)._replace(server=feddyn_server(num_clients, alpha),

@@ -224,7 +224,7 @@ class Hparams(NamedTuple):
   lr: float = 0.05
   min_lr: float = 0.001
   kd_rounds: float = 300.0
-  kd_weight: float = 0.0      # > 0: a constant KD weight (ScaleFL) instead of the ramp
+  kd_weight: float | None = None   # a constant KD weight (ScaleFL) instead of the ramp
 
 
 class Spec(NamedTuple):
@@ -355,7 +355,11 @@ def algorithm(name: str, spec: Spec, *, regime: str, local: LocalConfig,
   from mg.federated.mapping import Algorithm, ClientOutput  # pylint: disable=g-import-not-at-top
   programs = {} if programs is None else programs
   zeros: dict = {}
-  held: dict = {}  # the tiers' mask table, upload sizes and the trainable shapes
+  # The tiers' mask table, upload sizes and the trainable shapes; like the
+  # programs, kept for every algorithm built from the same spec (specs with
+  # equal arguments are one object), so a batched sweep, which builds its
+  # members' algorithm every round, computes them once.
+  held = programs.setdefault(('held', name, regime, spec), {})
 
   def init(params):
     return server_lib.init_state(params, opt_state=extra(params))
@@ -405,7 +409,8 @@ def algorithm(name: str, spec: Spec, *, regime: str, local: LocalConfig,
 
   def settings(round_):
     lr = reefl.learning_rate(round_, hp.rounds, hp.lr, hp.min_lr)
-    return knobs(local, lr, hp.kd_weight or reefl.kd_weight(round_, hp.kd_rounds))
+    kd_w = (reefl.kd_weight(round_, hp.kd_rounds) if hp.kd_weight is None else hp.kd_weight)
+    return knobs(local, lr, kd_w)
 
   def output_of(shared: Shared, data, trained, stats, prev):
     metrics = dict(stats, tier=data.tier, cid=data.cid)
@@ -437,8 +442,7 @@ def algorithm(name: str, spec: Spec, *, regime: str, local: LocalConfig,
     return [output_of(shared, d, trained, stats, p)
             for (trained, stats), d, p in zip(tiers_lib.split_rows(out, len(data)), data, prevs)]
 
-  @jax.jit
-  def _server(params, opt_state, trees, states, weights, tiers, cids, table):
+  def server_rule(params, opt_state, trees, states, weights, tiers, cids, table):
     flat = traverse_util.flatten_dict(params, sep='/')
     train = split(flat, regime)[0]
     batch = Uploads(aggregation.stack_clients(trees), aggregation.gather_masks(table, tiers),
@@ -451,7 +455,10 @@ def algorithm(name: str, spec: Spec, *, regime: str, local: LocalConfig,
   def server(state, outputs):
     h = held_of(state)
     states = [o.metrics['state'] for o in outputs] if spec.client_state else None
-    params, ext, finite = _server(
+    key = ('server', name, regime, spec)
+    if key not in programs:
+      programs[key] = jax.jit(server_rule)
+    params, ext, finite = programs[key](
         state.params, state.opt_state, [o.tree for o in outputs], states,
         jnp.stack([jnp.asarray(o.weight, jnp.float32) for o in outputs]),
         jnp.asarray([o.metrics['tier'] for o in outputs], jnp.int32),

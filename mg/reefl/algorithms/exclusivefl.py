@@ -31,6 +31,7 @@ def sample_clients(seed: int, round_: int, tiers, per_round: int) -> np.ndarray:
   return np.sort(rng.choice(eligible, size=min(per_round, len(eligible)), replace=False))
 
 
+@functools.cache  # equal arguments, the same Spec: its programs are shared
 def spec(cfg: vit.ViTConfig, regime: str) -> early_exit.Spec:
   """Every exit trained on the whole model (all tiers share one program with DepthFL)."""
   return early_exit.Spec(

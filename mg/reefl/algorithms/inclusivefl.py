@@ -229,6 +229,7 @@ def _logits(tree, images, cfg):
                            tier=e, last_only=True)[0] for e in range(cfg.num_exits)]
 
 
+@functools.cache  # equal arguments, the same Spec: its programs are shared
 def spec(cfg: vit.ViTConfig, regime: str, beta: float = 0.2) -> early_exit.Spec:
   """InclusiveFL with momentum distillation (``beta``; 0 keeps the personal layers only)."""
 
@@ -249,6 +250,7 @@ def spec(cfg: vit.ViTConfig, regime: str, beta: float = 0.2) -> early_exit.Spec:
       eval_tree=lambda state: (state.params, state.opt_state['personal']))
 
 
+@functools.cache  # equal arguments, the same Spec: its programs are shared
 def nomd_spec(cfg: vit.ViTConfig, regime: str) -> early_exit.Spec:
   """``inclusiveFL_nodis_fedavg``: last-exit-only clients, the example-weighted mean, one model."""
   return early_exit.Spec(

@@ -96,18 +96,31 @@ class LocalConfig(NamedTuple):
 # ------------------------------------------------------------------ schedules
 
 
-def kd_weight(round_: float, kd_rounds: float) -> float:
-  """``w(r) = exp(-5 (1 - clip(r, 0, R_kd) / R_kd)^2)`` (DepthFL's consistency ramp)."""
-  phase = 1.0 - np.clip(round_, 0.0, kd_rounds) / kd_rounds
-  return float(np.exp(-5.0 * phase * phase))
+def _traced(*values) -> bool:
+  """Whether a schedule's settings are arrays (a batched sweep's members, traced)."""
+  return any(isinstance(v, jax.Array) for v in values)
 
 
-def learning_rate(round_: int, rounds: int, base: float, minimum: float) -> float:
-  """The code's cosine decay without warm-up, floored at ``minimum``; rounds from 1."""
+def kd_weight(round_: float, kd_rounds):
+  """``w(r) = exp(-5 (1 - clip(r, 0, R_kd) / R_kd)^2)`` (DepthFL's consistency ramp).
+
+  ``kd_rounds`` may be traced (a batched sweep's members): then an array.
+  """
+  xp = jnp if _traced(kd_rounds) else np
+  phase = 1.0 - xp.clip(round_, 0.0, kd_rounds) / kd_rounds
+  w = xp.exp(-5.0 * phase * phase)
+  return w if xp is jnp else float(w)
+
+
+def learning_rate(round_: int, rounds: int, base, minimum):
+  """The code's cosine decay without warm-up, floored at ``minimum``; rounds from 1.
+
+  ``base`` and ``minimum`` may be traced (a batched sweep's members): then an array.
+  """
   lr = 0.5 * base * (1.0 + math.cos(math.pi * round_ / rounds))
   if round_ > rounds:
-    lr = 0.0
-  return max(minimum, lr)
+    lr = 0.0 * base
+  return jnp.maximum(minimum, lr) if _traced(base, minimum) else max(minimum, lr)
 
 
 # ---------------------------------------------------------------- parameters
@@ -362,7 +375,9 @@ def reefl(cfg: vit.ViTConfig, *, regime: str, local: LocalConfig, hp: Hparams,
     raise ValueError(f'kd_mode {local.kd_mode!r}: expected one of {KD_MODES}')
   programs = {} if programs is None else programs
   mode = jnp.int32(KD_MODES.index(local.kd_mode))
-  held: dict = {}  # the tiers' mask table and upload sizes, from the first state's shapes
+  # The tiers' mask table and upload sizes, from the first state's shapes; kept
+  # with the programs (a batched sweep builds its members' algorithm every round).
+  held = programs.setdefault(('held', cfg, regime), {})
 
   def init(params):
     return server_lib.init_state(params)

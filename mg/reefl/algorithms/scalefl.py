@@ -69,6 +69,7 @@ def _logits(params, images, cfg, widths):
                            tier=e, last_only=True)[0] for e in range(cfg.num_exits)]
 
 
+@functools.cache  # equal arguments, the same Spec: its programs are shared
 def spec(cfg: vit.ViTConfig, regime: str, widths: Sequence[float]) -> early_exit.Spec:
   widths = tuple(widths)
   if len(widths) != cfg.num_exits:
