@@ -1,4 +1,14 @@
-"""Rounds of clients in budget tiers: the loop and the batched (vmap) mappings agree."""
+"""Rounds of clients in budget tiers: the loop and the batched (vmap) mappings agree.
+
+The multi-device case runs in a subprocess with 4 forced host devices (the flag
+must be set before JAX starts; this test session has one device).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +18,8 @@ import pytest
 from mg.federated import tiers
 from mg.models import exit_heads, vit
 from mg.reefl.algorithms import baselines, early_exit, reefl
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CFG = vit.ViTConfig(image_size=8, patch_size=4, in_chans=1, dim=8, depth=2, heads=2,
                     num_exits=2, num_classes=3, init_std=0.0)
@@ -60,3 +72,52 @@ def test_vmap_round_equals_the_loop_round(method):
   for x, y in zip(jax.tree.leaves((a.params, a.opt_state)), jax.tree.leaves((b.params, b.opt_state))):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
   assert not np.allclose(jax.tree.leaves(a.params)[0], jax.tree.leaves(params)[0])
+
+
+_SHARDED = textwrap.dedent('''
+    import json, sys
+    sys.path.insert(0, 'tests')
+    import jax, numpy as np
+    from mg.federated import sharding, tiers
+    import test_tiers
+
+    images, labels, clients = test_tiers._data()
+    alg, params = test_tiers._algorithm('depthfl_feddyn')
+    sampled = np.array([0, 1, 2, 3, 5])
+    key = jax.random.PRNGKey(1)
+    want, want_diag = tiers.train_round(alg, alg.init(params), clients, images, labels,
+                                        sampled, key, 1, 'loop')
+    mesh = sharding.client_mesh()
+    specs = []
+    split_rows = tiers.split_rows
+    def recording(tree, n):  # the batched program's outputs, before the server has them
+      specs.extend(str(x.sharding.spec) for x in jax.tree.leaves(tree))
+      return split_rows(tree, n)
+    tiers.split_rows = recording
+    images, labels = sharding.place((images, labels), mesh)
+    got, got_diag = tiers.train_round(alg, alg.init(params), clients, images, labels, sampled,
+                                      key, 1, 'vmap', group_size=2, mesh=mesh)
+    leaves = zip(jax.tree.leaves((want.params, want.opt_state)),
+                 jax.tree.leaves((got.params, got.opt_state)))
+    print(json.dumps({
+        'devices': jax.device_count(), 'specs': sorted(set(specs)),
+        'max_abs_diff': max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                            for a, b in leaves),
+        'loss': [want_diag['loss'], got_diag['loss']],
+        'on_every_device': all(len(x.devices()) == 4 for x in jax.tree.leaves(got.params))}))
+''')
+
+
+def test_sharded_chunks_train_as_the_loop():
+  """With 4 devices each vmapped chunk (2 clients, padded to 4) is split over them."""
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+             JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, '-c', _SHARDED], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert result['devices'] == 4
+  assert result['specs'] == ["P('clients',)"], result['specs']
+  assert result['max_abs_diff'] < 1e-5, result
+  np.testing.assert_allclose(*result['loss'], rtol=1e-5)
+  assert result['on_every_device']

@@ -104,6 +104,9 @@ def get_config() -> ml_collections.ConfigDict:
   # group_size: clients per vmapped chunk (0: clients_per_round / num_exits, rounded up).
   config.fl.mapping = 'auto'
   config.fl.group_size = 0
+  # With several devices and the vmap mapping: each chunk's clients sharded over a
+  # `clients` mesh axis (mg.federated.sharding), as MetaGater's meta.shard_clients.
+  config.fl.shard_clients = True
 
   # The baselines' own settings (mg.reefl.algorithms.baselines.Options; the code's values).
   config.baselines = ml_collections.ConfigDict()

@@ -149,6 +149,9 @@ def _fl(config) -> None:
   check(isinstance(group, int) and not isinstance(group, bool) and group >= 0,
         f'fl.group_size={group!r}: expected an integer >= 0 (clients per vmapped chunk; 0: '
         'fl.clients_per_round / model.num_exits, rounded up)')
+  check(isinstance(fl.get('shard_clients', True), bool),
+        f'fl.shard_clients={fl.get("shard_clients")!r}: expected True or False (shard a '
+        "vmapped chunk's clients over the devices)")
   for method in config.methods:
     settings = reefl_methods.settings(method, config)
     for key, value in settings.items():

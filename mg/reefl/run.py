@@ -34,6 +34,7 @@ from mg.harness import checkpoint as checkpoint_lib
 from mg.harness import divergence
 from mg.harness import session as session_lib
 from mg.errors import ConfigError
+from mg.federated import sharding
 from mg.federated import tiers as tiers_lib
 from mg.models import exit_heads, pretrained, vit
 from mg.reefl import config as reefl_config
@@ -348,6 +349,9 @@ def train_members(configs: Sequence, *, method, regime, repeat, data, clients, l
 
   key = jax.random.PRNGKey(seed + 1)
   mapping, group_size = client_mapping(config)
+  mesh = sharding.round_mesh(fl.get('shard_clients', True)) if mapping == 'vmap' else None
+  if mesh is not None:  # a replica on every device
+    images, labels = sharding.place((images, labels), mesh)
   label = tag if size == 1 else f'{tag} ({size} members)'
   with progress(fl.rounds, label, config.progress) as bar:
     bar.update(first - 1)
@@ -358,12 +362,12 @@ def train_members(configs: Sequence, *, method, regime, repeat, data, clients, l
       round_key = jax.random.fold_in(key, r)
       if size == 1:
         state, diag = tiers_lib.train_round(alg, state, clients, images, labels, sampled,
-                                            round_key, r, mapping, group_size)
+                                            round_key, r, mapping, group_size, mesh)
         diags = [diag]
       else:
         state, diags = tiers_lib.train_members(unit.algorithm_of, state, values, clients, images,
                                                labels, sampled, round_key, r, mapping,
-                                               group_size)
+                                               group_size, mesh)
       jax.block_until_ready(state.params)
       train_time += time.perf_counter() - start
       points = []  # every member's evaluation, once one that has not diverged needs it

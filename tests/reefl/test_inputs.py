@@ -58,6 +58,9 @@ def _config(**fields):
     ({'fl.ema': 1.0}, 'fl.ema=1.0: expected a number in [0, 1)'),
     ({'fl.clip': -1.0}, 'fl.clip=-1.0: expected a number >= 0'),
     ({'fl.temperature': 0.0}, 'fl.temperature=0.0: expected a number > 0'),
+    ({'fl.mapping': 'pmap'}, "fl.mapping='pmap': expected one of"),
+    ({'fl.group_size': -1}, 'fl.group_size=-1: expected an integer >= 0'),
+    ({'fl.shard_clients': 1}, 'fl.shard_clients=1: expected True or False'),
     ({'methods': ('scalefl',)}, "ScaleFL's own width lists are for [4, 12] exits, not "
      'model.num_exits=2'),
     ({'methods': ('scalefl',), 'baselines.scalefl_widths': (1.0,)},
