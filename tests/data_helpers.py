@@ -1,6 +1,9 @@
-"""Helpers shared by the tests: small data configs and config overrides."""
+"""Helpers shared by the tests: small data configs, config overrides, simulated devices."""
 
+import json
 import os
+import subprocess
+import sys
 
 import ml_collections
 
@@ -59,3 +62,17 @@ def session_restored(config, workdir, kind='run', accept=False):
 def session_accepted(config, workdir, kind='run'):
   """Holds ``workdir`` for ``config`` and accepts the work (no training)."""
   session_restored(config, workdir, kind, accept=True)
+
+
+def on_host_devices(script: str, count: int, timeout: int = 300) -> dict:
+  """Runs ``script`` in a fresh interpreter with ``count`` forced host devices.
+
+  The flag must be set before JAX starts (this test session has one device).
+  Returns the JSON object the script prints on its last line.
+  """
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={count}',
+             JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, '-c', script], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])

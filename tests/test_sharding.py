@@ -4,10 +4,6 @@ The multi-device case runs in a subprocess with 8 forced host devices (the flag
 must be set before JAX starts; this test session has one device).
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -19,8 +15,7 @@ from mg.metagater import methods as methods_lib
 from mg.federated import backend
 from mg.federated import mapping
 from mg.federated import sharding
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from data_helpers import on_host_devices
 
 
 def _trees_close(a, b, **kw):
@@ -217,12 +212,7 @@ _SHARDED = textwrap.dedent('''
 
 
 def test_sharded_round_equals_single_device_round():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
-             JAX_PLATFORMS='cpu')
-  proc = subprocess.run([sys.executable, '-c', _SHARDED], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  result = on_host_devices(_SHARDED, 8)
   assert result.pop('devices') == 8
   for case, r in result.items():
     assert r['slots'] == 8, case               # 3 sampled tasks + 5 zero-weight dummies

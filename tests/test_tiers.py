@@ -1,13 +1,9 @@
 """Rounds of clients in budget tiers: the loop and the batched (vmap) mappings agree.
 
-The multi-device case runs in a subprocess with 4 forced host devices (the flag
-must be set before JAX starts; this test session has one device).
+The multi-device case runs in a subprocess with 4 forced host devices
+(``data_helpers.on_host_devices``).
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -18,8 +14,7 @@ import pytest
 from mg.federated import tiers
 from mg.models import exit_heads, vit
 from mg.reefl.algorithms import baselines, early_exit, reefl
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from data_helpers import on_host_devices
 
 CFG = vit.ViTConfig(image_size=8, patch_size=4, in_chans=1, dim=8, depth=2, heads=2,
                     num_exits=2, num_classes=3, init_std=0.0)
@@ -110,12 +105,7 @@ _SHARDED = textwrap.dedent('''
 
 def test_sharded_chunks_train_as_the_loop():
   """With 4 devices each vmapped chunk (2 clients, padded to 4) is split over them."""
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
-             JAX_PLATFORMS='cpu')
-  proc = subprocess.run([sys.executable, '-c', _SHARDED], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  result = on_host_devices(_SHARDED, 4)
   assert result['devices'] == 4
   assert result['specs'] == ["P('clients',)"], result['specs']
   assert result['max_abs_diff'] < 1e-5, result
