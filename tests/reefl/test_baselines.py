@@ -11,6 +11,7 @@ import pytest
 from configs.reefl import test as reefl_test
 import host_rules
 from mg.federated import aggregation
+from mg.reefl import config as reefl_config
 from mg.reefl import run as reefl_run
 from mg.federated import server as server_lib
 from mg.reefl.algorithms import depthfl, early_exit, exclusivefl, inclusivefl, scalefl
@@ -291,8 +292,10 @@ def test_baselines_run_through_the_reefl_loop_and_resume(tmp_path, reefl_program
   # One compiled program for every tier of ExclusiveFL and DepthFL (shared), one per
   # tier for ScaleFL (its tiers differ in width), never recompiled over the rounds'
   # new learning rates and KD weights.
-  scope = reefl_programs['baselines']
-  compiled = {k: p for k, p in scope.items() if k[0] not in ('broadcast', 'held', 'server')}
+  scope = reefl_programs['baselines']  # shared with other tests: read this config's keys
+  cfg = reefl_config.model_config(config, modulation=False)
+  compiled = {k: p for k, p in scope.items()
+              if k[0] not in ('broadcast', 'held', 'server') and k[1:3] == ('full', cfg)}
   assert sorted(k[0] for k in compiled) == ['exit_heads', 'scalefl', 'scalefl']
   assert all(p._cache_size() == 1 for p in compiled.values())
   # and each method's server program, compiled once

@@ -169,11 +169,12 @@ def test_best_is_chosen_on_validation_never_on_test(tmp_path):
   assert len(on_disk['rows']) == 4 and (tmp_path / 'sweep.md').exists()
 
 
-def test_sweep_end_to_end_reuses_programs_and_resumes(tmp_path, capsys, reefl_programs):
+def test_sweep_end_to_end_reuses_programs_and_resumes(tmp_path, capsys):
   config = reefl_test.get_config()
   config.eval_every = 2                        # one evaluation, after the last round
   members = reefl_sweep.members(_grid('depthfl', 'per_method.depthfl.lr', [0.05, 0.1]), config)
-  doc = reefl_sweep.run_sweep(config, members, str(tmp_path), programs=reefl_programs,
+  programs = {}  # this sweep's own (the session's shared ones hold other tests' models)
+  doc = reefl_sweep.run_sweep(config, members, str(tmp_path), programs=programs,
                               members_mapping='vmap')
   rows = doc['rows']
   assert [r['hparams']['per_method.depthfl.lr'] for r in rows] == [0.05, 0.1]
@@ -185,12 +186,12 @@ def test_sweep_end_to_end_reuses_programs_and_resumes(tmp_path, capsys, reefl_pr
   # DepthFL's one program (every tier), its members batched (--members=vmap):
   # nothing compiles again over rounds (a new learning rate and KD weight each round),
   # members (another lr) or a longer sweep on the same programs.
-  compiled = reefl_programs['baselines']
+  compiled = programs['baselines']
   assert sum(k[0] == 'exit_heads' for k in compiled) == 1
   longer = config.copy_and_resolve_references()
   longer.fl.rounds = 4
   with backend.CompileClock() as clock:
-    reefl_sweep.run_sweep(longer, members, str(tmp_path / 'longer'), programs=reefl_programs,
+    reefl_sweep.run_sweep(longer, members, str(tmp_path / 'longer'), programs=programs,
                           members_mapping='vmap')
   assert clock.by_event['/jax/core/compile/backend_compile_duration'] == 0, clock.by_event
   for name in ('sweep.json', 'sweep.md', 'members.jsonl', 'metrics.jsonl', 'config.json'):
