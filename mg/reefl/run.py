@@ -203,6 +203,15 @@ class Unit(NamedTuple):
   saved: Callable
 
 
+def _shared(programs: dict | None, key, make: Callable):
+  """``programs[key]``, made by ``make()`` the first time (always made without ``programs``)."""
+  if programs is None:
+    return make()
+  if key not in programs:
+    programs[key] = make()
+  return programs[key]
+
+
 def _unit(config, method: str, regime: str, seed: int, num_clients: int,
           programs: dict | None) -> Unit:
   fl = config.fl
@@ -226,8 +235,8 @@ def _unit(config, method: str, regime: str, seed: int, num_clients: int,
     alg, spec = build(reefl_methods.settings(method, config))
     state = alg.init(params)
     key = ('evaluate', method if method in ('inclusivefl', 'scalefl') else 'heads', cfg)
-    make = lambda: make_evaluate(cfg, config.data.eval_batch, spec.logits)
-    evaluate = make() if programs is None else programs.setdefault(key, make())
+    evaluate = _shared(programs, key,
+                       lambda: make_evaluate(cfg, config.data.eval_batch, spec.logits))
     tiers = early_exit.tier_counts(spec.tier_tree, params, state.opt_state, cfg.num_exits,
                                    regime)
     for t in tiers:
@@ -250,8 +259,8 @@ def _unit(config, method: str, regime: str, seed: int, num_clients: int,
     return reefl.reefl(cfg, regime=regime, local=local, hp=hp, name=method, programs=scope)
 
   state = build(reefl_methods.settings(method, config)).init(params)
-  evaluate = (make_evaluate(cfg, config.data.eval_batch) if programs is None else
-              programs.setdefault(('evaluate', cfg), make_evaluate(cfg, config.data.eval_batch)))
+  evaluate = _shared(programs, ('evaluate', cfg),
+                     lambda: make_evaluate(cfg, config.data.eval_batch))
   return Unit(build, state, evaluate, reefl.tier_param_counts(cfg, regime, params),
               vit.macs_per_exit(cfg), lambda s: s.params)
 

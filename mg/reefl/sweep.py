@@ -39,9 +39,9 @@ import os
 import time
 from typing import Sequence
 
-import jax
 import numpy as np
 
+from mg.federated import tiers
 from mg.harness import session as session_lib
 from mg.reefl import config as reefl_config
 from mg.reefl import methods as reefl_methods
@@ -54,7 +54,6 @@ from mg.sweep import spec as spec_lib
 from mg.sweep import timing
 
 ROWS_FILE = 'members.jsonl'
-MEMBER_MAPPINGS = ('vmap', 'loop')
 # What a fresh sweep in a workdir replaces (with resume=False).
 OUTPUTS = ('metrics.jsonl', ROWS_FILE, 'sweep.json', 'sweep.md')
 
@@ -218,16 +217,23 @@ def groups(sweep_members: Sequence[spec_lib.Member], mapping: str) -> list[list[
 def resolve_members(mapping: str, backend: str | None = None) -> str:
   """``--members`` with ``auto`` replaced by the measured choice.
 
-  ``auto`` is ``loop`` on XLA:CPU, where 8 batched members of the MNIST ViT
-  ran at 0.98-1.07x the loop and compile longer (docs/speed.md, "Batched
-  sweeps"), and ``vmap`` elsewhere, where batching is what accelerators are
-  for (not measured here: no accelerator was available).
+  The clients' rule (:func:`mg.federated.tiers.resolve_mapping`), measured
+  again for members: ``auto`` is ``loop`` on XLA:CPU, where 8 batched members
+  of the MNIST ViT ran at 0.98-1.07x the loop and compile longer
+  (docs/speed.md, "Batched sweeps"), and ``vmap`` elsewhere, where batching
+  is what accelerators are for (not measured here: no accelerator was available).
   """
-  if mapping == 'auto':
-    return 'loop' if (backend or jax.default_backend()) == 'cpu' else 'vmap'
-  if mapping not in MEMBER_MAPPINGS:
-    raise ValueError(f'--members={mapping!r}: expected auto or one of {MEMBER_MAPPINGS}')
-  return mapping
+  return tiers.resolve_mapping(mapping, backend)
+
+
+def seed_data(config, sweep_members: Sequence[spec_lib.Member]) -> dict:
+  """``{seed: reefl.run.load_data(...)}`` for every seed of the members, in order."""
+  data = {}
+  for seed in dict.fromkeys(m.seed for m in sweep_members):
+    at_seed = config.copy_and_resolve_references()
+    at_seed.seed = seed
+    data[seed] = reefl_run.load_data(at_seed)
+  return data
 
 
 def train_group(config, group: Sequence[spec_lib.Member], regime: str, data, *, log, stop,
@@ -262,17 +268,13 @@ def run_sweep(config, sweep_members: Sequence[spec_lib.Member], workdir: str, *,
   mapping = resolve_members(members_mapping)
   with session_lib.Session(config, workdir, kind='sweep', outputs=OUTPUTS) as session:
     start = time.perf_counter()
-    data = {}
-    for seed in dict.fromkeys(m.seed for m in sweep_members):  # every seed's data first
-      at_seed = config.copy_and_resolve_references()
-      at_seed.seed = seed
-      data[seed] = reefl_run.load_data(at_seed)
+    data = seed_data(config, sweep_members)  # every seed's data first
     reefl_run.check_backbone(config)
     session.accept()
     done, current = reefl_run.progress_of(session.restored)
     programs = {} if programs is None else programs
     regime = config.regimes[0]
-    for i, index in enumerate(groups(sweep_members, mapping)):
+    for index in groups(sweep_members, mapping):
       group = [sweep_members[j] for j in index if sweep_members[j].describe() not in done]
       if not group:
         continue
@@ -317,11 +319,7 @@ def bench(config, sweep_members: Sequence[spec_lib.Member], *, repeats: int = 2,
   """
   reefl_config.validate(config)
   regime = config.regimes[0]
-  data = {}
-  for seed in dict.fromkeys(m.seed for m in sweep_members):
-    at_seed = config.copy_and_resolve_references()
-    at_seed.seed = seed
-    data[seed] = reefl_run.load_data(at_seed)
+  data = seed_data(config, sweep_members)
   reefl_run.check_backbone(config)
 
   def side(mapping, programs):
