@@ -394,7 +394,7 @@ def _torch_timed(name) -> bool:
   return _TORCH.value and torch_reference.available() and name in TORCH_METHODS
 
 
-def torch_notes(methods) -> list:
+def torch_notes(methods, known=TORCH_METHODS) -> list:
   """Why the PyTorch reference is not timed, where it is not; its threads where it is."""
   if not _TORCH.value:
     return ['PyTorch reference not timed (--notorch)']
@@ -403,8 +403,7 @@ def torch_notes(methods) -> list:
   threads = torch_reference.set_threads(_TORCH_THREADS.value or None)
   notes = [f'PyTorch reference: torch {torch_reference.torch.__version__}, '
            f'{threads} threads; vs_torch = torch s/round / this row s/round']
-  notes += [f'no PyTorch reference for {name}' for name in methods
-            if name not in TORCH_METHODS]
+  notes += [f'no PyTorch reference for {name}' for name in methods if name not in known]
   return notes
 
 
@@ -440,11 +439,15 @@ def run_reefl_bench(config) -> dict:
   print(f'backend {jax.default_backend()}, device {device.device_kind}, '
         f'{jax.device_count()} device(s); ReeFL', flush=True)
   print(HEADER, flush=True)
-  rows, note = bench_reefl.reefl_rows(config, time_row, _REEFL_CLIENT_IMAGES.value,
-                                      lambda row: print(_format_row(row), flush=True))
+  notes = torch_notes(['reefl'], known=('reefl',))
+  rows, note = bench_reefl.reefl_rows(
+      config, time_row, _REEFL_CLIENT_IMAGES.value,
+      lambda row: print(_format_row(row), flush=True),
+      torch_round=_TORCH.value and torch_reference.available())
   return {'backend': jax.default_backend(), 'device': device.device_kind,
           'devices': jax.device_count(),
-          'notes': [note, f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"], 'rows': rows}
+          'notes': [note, f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"] + notes,
+          'rows': rows}
 
 
 def _counts(flag, values) -> str:

@@ -16,11 +16,17 @@ not depend on the pixels):
 * one row for a whole round (``section`` 'round'): ``fl.clients_per_round``
   clients of tiers ``i mod E`` under the config's client mapping
   (``fl.mapping``, ``auto``: a host loop on XLA:CPU, vmapped same-tier chunks
-  elsewhere; the row's ``mapping``) plus the aggregation on the device
+  elsewhere; the row's ``mapping``; with several devices and ``vmap``, each
+  chunk sharded over them as in a run, ``devices``) plus the aggregation on the device
   (``mg.federated.tiers.train_round``); its roofline is the round's steps at
   the tier rows' step times. The round compiles its own program, so its
   ``compile`` column is how much longer a run's cold first round takes than
-  a later one.
+  a later one;
+* with PyTorch installed (and not ``--notorch``), the round row's
+  ``torch_seconds_per_round`` / ``vs_torch`` and a ``torch`` row: the same
+  round as a plain PyTorch per-client loop (``mg.reefl.torch_reference``:
+  the same clients, images and starting weights), one reference round timed
+  after each JAX round, so both see the same machine load.
 
 Rows have the fields of the MetaGater rows (``tasks_per_round`` = clients,
 ``local_steps`` = batches per client) plus ``tier``.
@@ -31,9 +37,12 @@ from __future__ import annotations
 from flax import traverse_util
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mg.reefl import config as reefl_config
 from mg.reefl import run as reefl_run
+from mg.reefl import torch_reference
+from mg.federated import sharding
 from mg.federated import tiers
 from mg.reefl.algorithms import reefl
 from mg.data.specs import SPECS
@@ -73,10 +82,23 @@ def _own(state, cfg, tier: int, regime: str):
   return reefl.split(own, regime)
 
 
-def reefl_rows(config, time_row, client_images: int, print_row) -> tuple[list, str]:
+def _torch_round(cfg, config, regime, local, hp, images, labels, client_images: int):
+  """The PyTorch reference of the timed round (all its clients, round 1), no arguments."""
+  clients = config.fl.clients_per_round
+  reference = torch_reference.ReeFLRound(
+      cfg, np.asarray(images), np.asarray(labels),
+      [np.arange(client_images) + i * client_images for i in range(clients)],
+      local=local, hp=hp, regime=regime, clients_per_round=clients, seed=config.seed)
+  state = reference.init(reefl_run.initial_params(config, cfg, jax.random.PRNGKey(config.seed)))
+  return lambda: reference(state, 1, range(clients))
+
+
+def reefl_rows(config, time_row, client_images: int, print_row,
+               torch_round: bool = False) -> tuple[list, str]:
   """The ReeFL rows (module docstring) and the data note.
 
-  ``time_row``: ``experiments.bench.time_row``; ``print_row(row)`` prints one.
+  ``time_row``: ``experiments.bench.time_row``; ``print_row(row)`` prints one;
+  ``torch_round``: time the PyTorch reference round too (torch must import).
   """
   fl = config.fl
   spec = SPECS[config.data.name]
@@ -95,9 +117,8 @@ def reefl_rows(config, time_row, client_images: int, print_row) -> tuple[list, s
   batch = (images[:fl.batch_size], labels[:fl.batch_size])
   key = jax.random.PRNGKey(2)
   programs = {}  # the compiled local training, shared by the tier rows
-  alg = reefl.reefl(cfg, regime=regime, local=local,
-                    hp=reefl.Hparams(rounds=fl.rounds, lr=fl.lr, min_lr=fl.min_lr,
-                                     kd_rounds=fl.kd_rounds), programs=programs)
+  hp = reefl.Hparams(rounds=fl.rounds, lr=fl.lr, min_lr=fl.min_lr, kd_rounds=fl.kd_rounds)
+  alg = reefl.reefl(cfg, regime=regime, local=local, hp=hp, programs=programs)
   state = alg.init(params)
   common = dict(section='tier', method='reefl', strategy='loop', mapping='loop',
                 batch_size=fl.batch_size, data='synthetic', devices=1, note='',
@@ -127,24 +148,38 @@ def reefl_rows(config, time_row, client_images: int, print_row) -> tuple[list, s
                                   jnp.int32(client_images), i % cfg.num_exits, i)
                  for i in range(clients)]
 
-  cold = reefl.reefl(cfg, regime=regime, local=local, programs={},
-                     hp=reefl.Hparams(rounds=fl.rounds, lr=fl.lr, min_lr=fl.min_lr,
-                                      kd_rounds=fl.kd_rounds))
+  cold = reefl.reefl(cfg, regime=regime, local=local, programs={}, hp=hp)
 
-  mapping, group = reefl_run.client_mapping(config)
+  mapping, group, mesh = reefl_run.client_mapping(config)
+  placed = (images, labels) if mesh is None else sharding.place((images, labels), mesh)
 
   def one_round(s, d, k):
     del d
-    return tiers.train_round(cold, s, client_list, images, labels, range(clients), k, 1,
-                             mapping, group)[0]
+    return tiers.train_round(cold, s, client_list, *placed, range(clients), k, 1,
+                             mapping, group, mesh)[0]
 
+  reference = (_torch_round(cfg, config, regime, local, hp, images, labels, client_images)
+               if torch_round else None)
   last = cfg.num_exits - 1
   t = time_row(one_round, state, None, key, steps_of[last],
-               (_own(state, cfg, last, regime), batch, key), steps)
+               (_own(state, cfg, last, regime), batch, key), steps, reference=reference)
   t['step'] = (sum(step_seconds[c.tier] for c in client_list) / clients)
-  rows.append(_row(dict(common, section='round', strategy=mapping, mapping=mapping), t,
-                   model='vit-all-tiers', tier=None,
-                   tasks=clients, steps=steps))
+  round_common = dict(common, section='round', strategy=mapping, mapping=mapping,
+                      devices=sharding.num_shards(mesh))
+  rows.append(_row(round_common, t, model='vit-all-tiers', tier=None, tasks=clients,
+                   steps=steps))
+  if reference is not None:
+    images_per_round = rows[-1]['images_per_round']
+    rows[-1].update(torch_seconds_per_round=t['reference'],
+                    torch_images_per_second=images_per_round / t['reference'],
+                    vs_torch=t['reference'] / t['seconds'])
+    print_row(rows[-1])
+    # The reference round itself, from the same alternation (its roofline: the JAX one).
+    torch_t = dict(t, seconds=t['reference'], compile=0.0, best=t['reference'])
+    rows.append(_row(dict(round_common, section='torch', strategy='torch', mapping='torch'),
+                     torch_t, model='vit-all-tiers', tier=None, tasks=clients, steps=steps))
+    rows[-1].update(torch_seconds_per_round=t['reference'],
+                    torch_images_per_second=images_per_round / t['reference'], vs_torch=1.0)
   print_row(rows[-1])
   return rows, (f'ReeFL: synthetic inputs of {spec.name} shapes, {client_images} images '
                 f'per client, regime {regime}; round roofline = its steps at the tier '

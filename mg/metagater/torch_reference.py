@@ -27,47 +27,24 @@ PyTorch (``amax`` over a reshape) ran its round 1.6x slower (CNN-4, 20 tasks,
 K = 1: 118 vs 189 images/s under load 4.7, same process), so the reference
 keeps the faster, plain ``F.max_pool2d``: the comparison does not favour JAX.
 
-torch is optional (not in requirements.txt): ``available()`` says whether it
-imports. ``set_threads`` sets PyTorch's threads, by default to the CPUs this
-process may use (on an oversubscribed machine 1 thread ran faster: the notes of
+torch is optional (not in requirements.txt). ``available()`` says whether it
+imports; ``set_threads`` sets PyTorch's threads, by default to the CPUs this
+process may use. Both come from ``mg.torch_support``, shared with ReeFL's
+reference. On an oversubscribed machine 1 thread ran faster (the notes of
 ``experiments.bench``).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from typing import Optional
 
 import jax
 import numpy as np
 
-try:
-  import torch
-  import torch.nn.functional as F
-except ImportError:  # torch is optional
-  torch = None
-  F = None
+from mg.torch_support import available, cpu_count, set_threads, torch  # noqa: F401 (re-export)
 
-
-def available() -> bool:
-  """Whether PyTorch imports in this environment."""
-  return torch is not None
-
-
-def cpu_count() -> int:
-  """CPUs this process may run on (its affinity mask, else ``os.cpu_count``)."""
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:
-    return os.cpu_count() or 1
-
-
-def set_threads(threads: Optional[int] = None) -> int:
-  """``torch.set_num_threads(threads)``, default ``cpu_count()``; returns it."""
-  threads = threads or cpu_count()
-  torch.set_num_threads(threads)
-  return threads
+F = None if torch is None else torch.nn.functional
 
 
 # ------------------------------------------------------------------- parameters

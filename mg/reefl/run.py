@@ -284,12 +284,19 @@ def evaluation(evaluate, params, test, validation, members: int = 0):
   return out if members else out[0]
 
 
-def client_mapping(config) -> tuple[str, int]:
-  """``(mapping, group_size)`` of a round (``fl.mapping`` with ``auto`` resolved; ``fl.group_size``)."""
+def client_mapping(config) -> tuple[str, int, object]:
+  """``(mapping, group_size, mesh)`` of a round.
+
+  ``fl.mapping`` with ``auto`` resolved, ``fl.group_size``, and the ``clients``
+  mesh a ``vmap`` round shards its chunks over (``fl.shard_clients``; None on
+  one device or with the loop).
+  """
   fl = config.fl
   group = fl.get('group_size', 0) or tiers_lib.default_group_size(fl.clients_per_round,
                                                                   config.model.num_exits)
-  return tiers_lib.resolve_mapping(fl.get('mapping', 'auto')), group
+  mapping = tiers_lib.resolve_mapping(fl.get('mapping', 'auto'))
+  mesh = sharding.round_mesh(fl.get('shard_clients', True)) if mapping == 'vmap' else None
+  return mapping, group, mesh
 
 
 def train_method(config, *, method, regime, repeat, data, clients, log, stop,
@@ -357,8 +364,7 @@ def train_members(configs: Sequence, *, method, regime, repeat, data, clients, l
         for m in runs]}
 
   key = jax.random.PRNGKey(seed + 1)
-  mapping, group_size = client_mapping(config)
-  mesh = sharding.round_mesh(fl.get('shard_clients', True)) if mapping == 'vmap' else None
+  mapping, group_size, mesh = client_mapping(config)
   if mesh is not None:  # a replica on every device
     images, labels = sharding.place((images, labels), mesh)
   label = tag if size == 1 else f'{tag} ({size} members)'

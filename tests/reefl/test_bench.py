@@ -1,5 +1,6 @@
 """The benchmark entry point on a ReeFL config: a row per tier and one per round."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -19,8 +20,15 @@ def test_reefl_rows_per_tier_and_round():
       cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = json.loads(proc.stdout.strip().splitlines()[-1])['rows']
-  assert [(r['section'], r['tier']) for r in rows] == [('tier0', 0), ('tier1', 1),
-                                                       ('round', None)]
+  # With PyTorch installed (the optional `torch` extra), the reference round too.
+  torch = importlib.util.find_spec('torch') is not None
+  assert [(r['section'], r['tier']) for r in rows] == (
+      [('tier0', 0), ('tier1', 1), ('round', None)] + [('torch', None)] * torch)
+  if torch:
+    round_row, torch_row = rows[-2:]
+    assert round_row['vs_torch'] == torch_row['seconds_per_round'] / round_row['seconds_per_round']
+    assert torch_row['tasks_per_round'] == round_row['tasks_per_round']
+    rows = rows[:-1]
   for r in rows:
     assert all(field in r for field in FIELDS), r
     assert r['seconds_per_round'] > 0 and r['roofline_images_per_second'] > 0
