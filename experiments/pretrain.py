@@ -5,10 +5,11 @@ r"""Pretrains a ReeFL backbone centrally, for the ``frozen`` and ``lora`` regime
       --config.model.in_chans=1 --out=runs/reefl_mnist_backbone.npz \
       [--epochs=10 --lr=1e-3 --batch=128]
 
-Trains the config's ViT (every exit, summed cross-entropies, Adam) on
-``config.data`` (90% of ``data.split``; the other 10% measures it, printed after
-every epoch), then writes the backbone (not Ree and its head) as ``{flat path:
-array}`` to ``--out``. The images are fitted to the model
+Trains the config's backbone as a plain ViT, as the paper's DeiT was trained:
+one head on the last block's class token, its cross-entropy alone, Adam; no
+Ree, no modulation, no early exit (``mg.reefl.pretrain``). On ``config.data``
+(90% of ``data.split``; the other 10% measures it, printed after every epoch);
+then writes the backbone (not the head) as ``{flat path: array}`` to ``--out``. The images are fitted to the model
 (``mg.reefl.pretrain.fit_images``: grey by luma when ``model.in_chans=1``, centre-cropped
 when larger), so the example pretrains ``configs/reefl/mnist.py``'s 28x28 grey
 ViT on CIFAR-10 for ``configs/reefl/mnist_pretrained.py``. Use the result with
@@ -37,8 +38,8 @@ def main(argv):
   from mg.reefl import pretrain  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   def progress(epoch, loss, acc):
-    print(f'epoch {epoch}/{_EPOCHS.value}: training loss {loss:.3f} (sum over exits), '
-          f'last-exit held-out accuracy {100 * acc:.2f}% ({time.perf_counter() - start:.0f} s)',
+    print(f'epoch {epoch}/{_EPOCHS.value}: training loss {loss:.3f}, '
+          f'held-out accuracy {100 * acc:.2f}% ({time.perf_counter() - start:.0f} s)',
           flush=True)
 
   try:
@@ -46,7 +47,7 @@ def main(argv):
                             batch=_BATCH.value, progress=progress)
   except (*cli.USER_ERRORS, OSError) as e:
     cli.exit_with(e)
-  print(f'wrote {_OUT.value}: last-exit accuracy on the held-out 10% {100 * acc:.2f}% '
+  print(f'wrote {_OUT.value}: accuracy on the held-out 10% {100 * acc:.2f}% '
         f'({time.perf_counter() - start:.0f} s)')
 
 

@@ -84,6 +84,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Std of linear weights: 0.02 (the code, for DeiT); 0 = N(0, 1/d_in), which plain
   # SGD needs to leave the initial plateau when a small ViT trains from scratch.
   config.model.init_std = 0.02
+  # Std of Ree's and the exit heads' linear weights; None: model.init_std. The code
+  # draws them at 0.02 (torch's trunc_normal_, a plain normal at that std).
+  config.model.head_init_std = config_dict.placeholder(float)
   config.model.lora_rank = 32
   config.model.lora_alpha = 64.0
   # A DeiT .pth state dict or a backbone from `python -m experiments.pretrain`.

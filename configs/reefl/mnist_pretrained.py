@@ -12,7 +12,10 @@ width 64, 8 blocks, exits after 2, 4, 6, 8), pretrained centrally on the real
 CIFAR-10 training images (45,000 of the 50,000; 10% held out), made grey by
 luma and centre-cropped to 28x28 (``mg.reefl.pretrain.fit_images``), 10 epochs of Adam
 1e-3 (``experiments.pretrain``'s defaults): natural images, not digits, so no
-MNIST image or label is seen before the federation. Then the MNIST federation of
+MNIST image or label is seen before the federation. As the code's DeiT, it is
+pretrained as a plain ViT (one head after the last block, no Ree), and Ree and
+the exit heads start as the code starts them, N(0, 0.02^2)
+(``model.head_init_std``). Then the MNIST federation of
 ``configs/reefl/mnist.py:quick`` (same clients, tiers, test split, 50 rounds,
 KD ramp over 15, 3 repeats, all 11 methods) in one regime: ``frozen`` (only
 Ree, or a baseline's exit heads, train and upload) or ``lora`` (those and rank-8
@@ -21,7 +24,9 @@ LoRA factors on q and v, alpha 16).
 Settings: each method's starting learning rate, per regime, was chosen on the
 10 validation clients, never on the test split, by
 ``configs/reefl/sweeps/mnist_pretrained.py`` (7 values per method, one seed, one
-sweep per regime). Expected: docs/reefl_results.md (pretrained backbone).
+sweep per regime), with the earlier backbone (pretrained through Ree, every exit
+supervised) and Ree and the heads at N(0, 1/d_in); docs/reefl_results.md's
+pretrained tables were measured with those too and are to be rerun.
 """
 
 from configs.reefl import common as reefl_common
@@ -54,5 +59,6 @@ def get_config(regime: str = 'frozen'):
   config.regimes = (regime,)
   config.methods = reefl_common.METHODS + reefl_common.BASELINES
   config.model.init_checkpoint = BACKBONE
+  config.model.head_init_std = 0.02  # Ree and the heads as the code starts them
   return reefl_common.tuned(config, PER_METHOD_LR[regime], 'full', quick_rounds=50,
                             name='mnist_pretrained')

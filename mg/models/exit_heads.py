@@ -68,7 +68,7 @@ class EarlyExitViT(vit.Base):
     exits = self.exits
     _, tokens = self.scan(vit.class_token_step, self.embed(images), held, vit.class_token)
     wanted = range(len(exits) - 1, len(exits)) if self.last_only else range(len(exits))
-    heads = _Heads(self.cfg.num_classes, self.cfg.init_std, name='heads')
+    heads = _Heads(self.cfg.num_classes, self.cfg.exit_init_std, name='heads')
     return heads({e: tokens[exits[e]] for e in wanted})
 
 

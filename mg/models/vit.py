@@ -51,7 +51,9 @@ Parameters are plain trees passed to the pure functions :func:`init` and
 backbone files have always used; :func:`unflatten` stacks them back.
 
 Initialisation as the code: linear weights N(0, 0.02^2) (``init_std``; 0 means
-N(0, 1/d_in), used for small models trained from scratch), zero biases, unit
+N(0, 1/d_in), used for small models trained from scratch; Ree and the exit
+heads at ``head_init_std`` when set, the code's 0.02 being torch's
+``trunc_normal_(std=0.02)``, whose cut at +-2 is 100 stds out), zero biases, unit
 LayerNorms, CLS and position N(0, 0.02^2), the patch convolution PyTorch's
 default (U(+-1/sqrt fan_in) for weight and bias). Images are (B, H, W, C);
 single-channel images are repeated to 3 channels when the model has 3 input
@@ -99,10 +101,13 @@ class ViTConfig(NamedTuple):
   ree_depth: int = 1
   ree_recurrent_steps: int = 1
   ree_max_tokens: int = 0    # 0: depth + 1 (the code: 13 for its 12-block models)
-  # Std of the linear weights: 0.02 as the code (made for a pretrained DeiT);
-  # 0 draws N(0, 1/d_in) (LeCun), which plain SGD needs to leave the initial
-  # plateau when a small ViT trains from scratch.
+  # Std of the backbone's linear weights: 0.02 as the code (made for a pretrained
+  # DeiT); 0 draws N(0, 1/d_in) (LeCun), which plain SGD needs to leave the
+  # initial plateau when a small ViT trains from scratch.
   init_std: float = INIT_STD
+  # Std of Ree's and the exit heads' linear weights; None: ``init_std``. The
+  # code draws them at 0.02 whatever the backbone (a fresh Ree near the identity).
+  head_init_std: Optional[float] = None
 
   @property
   def num_patches(self) -> int:
@@ -117,13 +122,18 @@ class ViTConfig(NamedTuple):
     return exit_blocks(self.depth, self.num_exits)
 
   @property
+  def exit_init_std(self) -> float:
+    """Std of Ree's and the exit heads' linear weights (``head_init_std``, else ``init_std``)."""
+    return self.init_std if self.head_init_std is None else self.head_init_std
+
+  @property
   def ree(self) -> ree_lib.ReeConfig:
     return ree_lib.ReeConfig(
         dim=self.dim, max_tokens=self.ree_max_tokens or self.depth + 1,
         num_classes=self.num_classes, heads=self.ree_heads,
         attn_dim=self.ree_attn_dim, mlp_ratio=self.ree_mlp_ratio,
         depth=self.ree_depth, recurrent_steps=self.ree_recurrent_steps,
-        init_std=self.init_std)
+        init_std=self.exit_init_std)
 
 
 class Widths(NamedTuple):

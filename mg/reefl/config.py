@@ -27,7 +27,8 @@ def model_config(config, modulation: bool = True) -> vit.ViTConfig:
       dim=m.dim, depth=m.depth, heads=m.heads, num_exits=m.num_exits,
       num_classes=spec.num_classes, mlp_ratio=m.mlp_ratio, modulation=modulation,
       raw_history=m.raw_history, ree_heads=m.ree_heads, ree_attn_dim=m.ree_attn_dim,
-      ree_mlp_ratio=m.ree_mlp_ratio, ree_max_tokens=m.ree_max_tokens, init_std=m.init_std)
+      ree_mlp_ratio=m.ree_mlp_ratio, ree_max_tokens=m.ree_max_tokens, init_std=m.init_std,
+      head_init_std=m.get('head_init_std'))
 
 
 def validate(config, pretraining: bool = False) -> None:
@@ -77,6 +78,10 @@ def _model(config, pretraining: bool) -> None:
     fields.positive(config, f'model.{field}')
   check(fields.is_number(m.init_std) and m.init_std >= 0,
         f'model.init_std={m.init_std!r}: expected a number >= 0 (0: N(0, 1/d_in))')
+  head = m.get('head_init_std')
+  check(head is None or (fields.is_number(head) and head >= 0),
+        f'model.head_init_std={head!r}: expected a number >= 0 (0: N(0, 1/d_in)) or None '
+        '(model.init_std)')
   fields.boolean(config, 'model.raw_history')
   check(m.depth % m.num_exits == 0, f'model.depth={m.depth} is not a multiple of '
         f'model.num_exits={m.num_exits}')

@@ -1,4 +1,12 @@
-"""Central pretraining of the ViT backbone (``python -m experiments.pretrain``)."""
+"""Central pretraining of the ViT backbone (``python -m experiments.pretrain``).
+
+As the paper and the public code start: a plain ViT, one ``LayerNorm +
+Linear`` head on the last block's class token, cross-entropy on it alone; no
+Ree, no modulation, no early exit (the code federates an ImageNet DeiT with
+its head deleted). Only the backbone is written, so nothing of the exits is
+pretrained: the earlier blocks' class tokens are not trained to be read by a
+head, and no block has seen a modulated class token.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +21,11 @@ import optax
 from flax import traverse_util
 
 from mg.reefl import config as reefl_config
-from mg.reefl import run as reefl_run
 from mg.data import dirichlet
 from mg.errors import ConfigError
 from mg.harness import divergence
 from mg.harness import fields
+from mg.models import exit_heads
 from mg.models import pretrained
 from mg.models import vit
 
@@ -68,16 +76,29 @@ def validate(config, out: str, *, epochs: int, lr: float, batch: int) -> None:
 
 
 def initial_loss(cfg: vit.ViTConfig) -> float:
-  """The summed cross-entropy of the exits at initialisation: ``num_exits * ln(C)``."""
-  return cfg.num_exits * math.log(cfg.num_classes)
+  """The cross-entropy at initialisation: ``ln(C)``."""
+  return math.log(cfg.num_classes)
+
+
+def plain_vit(cfg: vit.ViTConfig) -> exit_heads.EarlyExitViT:
+  """The ViT with one head, after its last block (the backbone's model; no Ree)."""
+  return exit_heads.EarlyExitViT(cfg._replace(modulation=False), last_only=True)
+
+
+def plain_init(config, cfg: vit.ViTConfig, key) -> dict:
+  """:func:`plain_vit`'s parameters; the backbone from ``model.init_checkpoint`` when set."""
+  params = plain_vit(cfg).init(key, vit.dummy_images(cfg))['params']
+  if config.model.init_checkpoint:
+    params = pretrained.load_backbone(config.model.init_checkpoint, params, cfg)
+  return params
 
 
 def pretrain(config, out: str, *, epochs: int, lr: float, batch: int, seed: int = 0,
              progress: Callable[[int, float, float], None] | None = None) -> float:
-  """Trains every exit of the config's ViT with Adam; writes the backbone to ``out``.
+  """Trains the config's backbone as a plain ViT with Adam (module docstring); writes it to ``out``.
 
   The images are :func:`fit_images` to the model (``model.in_chans`` sets its
-  channels, else the dataset's). Returns the last exit's accuracy on a held-out
+  channels, else the dataset's). Returns the head's accuracy on a held-out
   10% of the images; ``progress(epoch, mean training loss, that accuracy)``
   is called after each epoch.
 
@@ -97,15 +118,16 @@ def pretrain(config, out: str, *, epochs: int, lr: float, batch: int, seed: int 
   kept, held = dirichlet.stratified_holdout(labels, 0.1, rng)
   fields.check(batch <= len(kept), f'--batch={batch} is more than the {len(kept)} training '
                f'images (90% of {d.name} {d.split}); use at most {len(kept)}')
-  cfg = reefl_config.model_config(config)
+  cfg = reefl_config.model_config(config, modulation=False)
   images = fit_images(images, cfg.image_size, cfg.in_chans)
-  params = reefl_run.initial_params(config, cfg, jax.random.PRNGKey(seed))
+  params = plain_init(config, cfg, jax.random.PRNGKey(seed))
+  model = plain_vit(cfg)
+  logits_of = lambda p, x: model.apply({'params': p}, x)[0]
   tx = optax.adam(lr)
   opt = tx.init(params)
 
   def loss_fn(p, x, y):
-    return sum(optax.softmax_cross_entropy_with_integer_labels(l, y).mean()
-               for l in vit.apply(p, x, cfg))
+    return optax.softmax_cross_entropy_with_integer_labels(logits_of(p, x), y).mean()
 
   @jax.jit
   def step(p, o, x, y):
@@ -113,7 +135,7 @@ def pretrain(config, out: str, *, epochs: int, lr: float, batch: int, seed: int 
     u, o = tx.update(g, o, p)
     return optax.apply_updates(p, u), o, loss
 
-  predict = jax.jit(lambda p, x: jnp.argmax(vit.apply(p, x, cfg)[-1], -1))
+  predict = jax.jit(lambda p, x: jnp.argmax(logits_of(p, x), -1))
 
   def held_out_accuracy(p):
     correct = sum(int(jnp.sum(predict(p, jnp.asarray(images[held[i:i + 500]]))

@@ -34,6 +34,7 @@ def _config(**fields):
     ({'model.ree_heads': 0}, 'model.ree_heads=0: expected an integer >= 1'),
     ({'model.ree_attn_dim': 0}, 'model.ree_attn_dim=0: expected an integer >= 1'),
     ({'model.in_chans': -1}, 'model.in_chans=-1: expected an integer >= 0'),
+    ({'model.head_init_std': -0.1}, 'model.head_init_std=-0.1: expected a number >= 0'),
     ({'model.in_chans': 3}, 'the digits images have 1 channel(s)'),
     ({'model.mlp_ratio': 0.0}, 'model.mlp_ratio=0.0: expected a number > 0'),
     ({'model.depth': 3}, 'model.depth=3 is not a multiple of model.num_exits=2'),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import special
 
+from mg.models import exit_heads
 from mg.models import ree as ree_lib
 from mg.models import vit
 
@@ -221,13 +222,17 @@ def test_lora_starts_as_the_base_model_and_macs_grow():
   assert vit.macs_per_exit(CFG._replace(modulation=False))[1] < macs[1]
 
 
-@pytest.mark.parametrize('init_std', [0.02, 0.0])
-def test_initial_parameters_follow_the_codes_distributions(init_std):
+@pytest.mark.parametrize('init_std, head_init_std', [(0.02, None), (0.0, None), (0.0, 0.02)])
+@pytest.mark.parametrize('heads', [False, True])
+def test_initial_parameters_follow_the_codes_distributions(init_std, head_init_std, heads):
   """Linear N(0, std^2) or N(0, 1/d_in); patch U(+-1/sqrt fan_in); CLS, positions, meta N(0, 0.02^2);
-  LoRA A U(+-1/sqrt d_in), B 0; zero biases, unit norms (every leaf checked)."""
+  LoRA A U(+-1/sqrt d_in), B 0; zero biases, unit norms (every leaf checked). Ree's (or the
+  per-exit heads') linear weights at ``head_init_std`` when it is set."""
   cfg = vit.ViTConfig(image_size=32, patch_size=8, in_chans=3, dim=64, depth=4, heads=4,
-                      num_exits=2, num_classes=10, lora_rank=8, init_std=init_std)
-  flat = vit.flatten(init(jax.random.PRNGKey(0), cfg))
+                      num_exits=2, num_classes=10, lora_rank=8, init_std=init_std,
+                      head_init_std=head_init_std)
+  flat = vit.flatten((exit_heads.init if heads else init)(jax.random.PRNGKey(0), cfg))
+  exit_module = 'heads/' if heads else 'ree/'
   fan_in = 8 * 8 * 3
   seen = set()
   for path, x in flat.items():
@@ -249,7 +254,9 @@ def test_initial_parameters_follow_the_codes_distributions(init_std):
       assert np.all(x == 0.0), path
     else:
       assert leaf == 'kernel', path
-      want = init_std or 1 / math.sqrt(x.shape[0])
+      std = cfg.exit_init_std if path.startswith(exit_module) else init_std
+      want = std or 1 / math.sqrt(x.shape[0])
       assert abs(x.mean()) < 0.1 * want and abs(x.std() - want) < 0.1 * want, (path, x.std())
     seen.add(leaf)
-  assert seen == {'kernel', 'bias', 'scale', 'lora_a', 'lora_b', 'cls', 'pos', 'meta'}
+  assert seen == {'kernel', 'bias', 'scale', 'lora_a', 'lora_b', 'cls', 'pos'} | (
+      set() if heads else {'meta'})
