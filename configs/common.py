@@ -122,6 +122,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.adapt.lr = 0.05        # every method but Per-FedAvg (which uses its alpha).
   config.adapt.keep_frac = 0.0   # channel kept if on for more than this fraction.
   config.adapt.batch_size = 0    # support examples per step; 0 means all.
+  # MetaGater's Stage I (one step on the gates); False adapts with the meta-gate as
+  # trained: what the meta-gating module transfers on its own (an ablation).
+  config.adapt.gate_step = True
 
   # Per-method values of the fields above; None falls back to the shared field
   # (lam, local_lr, beta, rho: meta.*; adapt_lr: adapt.lr; Per-FedAvg's alpha,

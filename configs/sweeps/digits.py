@@ -27,6 +27,17 @@ what a shared 2-core CPU could finish (the full grid's Per-FedAvg HF alone ran
 
 The benchmark sweep: 16 MetaGater configurations (4 beta x 4 rho, seed 0),
 batched against 16 sequential single runs.
+
+  python -m experiments.sweep --config=configs/digits.py \
+      --sweep=configs/sweeps/digits.py:meta_gate --config.meta.eta=convex \
+      --config.adapt.gate_step=False --workdir=runs/sweep-digits-meta-gate
+
+Whether the meta-gating module learns gates that transfer: MetaGater at the
+tuned beta over a range of rho (0 turns the group lasso off), two seeds, on the
+validation tasks; with ``adapt.gate_step=False`` the targets adapt with the
+meta-gate as trained (Stage I skipped), so a dead meta-gate shows as chance
+accuracy. Run under each ``meta.eta`` (docs/metagater_results.md, "Does the
+meta-gate transfer?").
 """
 
 BETAS = [0.25, 0.5, 1.0, 2.0]
@@ -43,6 +54,8 @@ def get_sweep(variant: str = 'defaults'):
   if variant == 'bench':
     return {'method': 'metagater', 'seeds': [0],
             'grid': {'per_method.metagater.beta': BETAS, 'per_method.metagater.rho': RHOS}}
+  if variant == 'meta_gate':
+    return grid('metagater', beta=[1.0], rho=[0.0, 0.001, 0.003, 0.01, 0.03])
   if variant == 'small':
     return [
         grid('fedavg', [0], local_lr=[0.05, 0.1], adapt_lr=[0.05, 0.1]),
@@ -53,8 +66,8 @@ def get_sweep(variant: str = 'defaults'):
         grid('metagater_unaccelerated', [0], beta=[1.0, 2.0], rho=[0.03, 0.3]),
     ]
   if variant != 'defaults':
-    raise ValueError(f"configs/sweeps/digits.py:{variant}: expected 'defaults', 'small' "
-                     "or 'bench'")
+    raise ValueError(f"configs/sweeps/digits.py:{variant}: expected 'defaults', 'small', "
+                     "'bench' or 'meta_gate'")
   return [
       grid('fedavg', local_lr=[0.02, 0.05, 0.1], adapt_lr=[0.02, 0.05, 0.1]),
       grid('perfedavg_fo', alpha=[0.01, 0.03, 0.1], beta=[0.02, 0.05, 0.1]),

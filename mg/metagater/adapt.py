@@ -75,12 +75,13 @@ def one_step(model, params, support, key, *, lr, batch_size=0):
 
 
 def two_stage(model, params, support, key, *, lr, keep_frac=0.0, batch_size=0,
-              tau=1.0):
+              tau=1.0, gate_step=True):
   """MetaGater's two one-step stages (docs/design.md s.4).
 
   Stage I: ``phi_j = phi_0 - lr * grad_phi L(theta_0, phi; D_s)``, the gates in
   their straight-through training form (deterministic hard gates have no
-  gradient). Stage II: channels kept where the adapted deterministic gates are
+  gradient); ``gate_step=False`` skips it (``phi_j = phi_0``: the meta-gate as
+  trained, the ablation that asks what the meta-gating module transfers). Stage II: channels kept where the adapted deterministic gates are
   on for more than ``keep_frac`` of the support examples; ``theta_j = theta_0 -
   lr * mask * grad_theta L(theta, phi_j; D_s)`` with the subnet mask.
 
@@ -95,7 +96,7 @@ def two_stage(model, params, support, key, *, lr, keep_frac=0.0, batch_size=0,
     return _loss(model, {'theta': theta, 'phi': phi_}, batch, key=gate_key,
                  deterministic=False, tau=tau)
 
-  phi_j = _step(phi, jax.grad(phi_loss)(phi), lr)
+  phi_j = _step(phi, jax.grad(phi_loss)(phi), lr) if gate_step else phi
   _, gates = model.apply({'theta': theta, 'phi': phi_j}, support.x, deterministic=True)
   keep = models.kept_channels(gates, support.mask, keep_frac)
   mask = models.subnet_mask(model, theta, keep)

@@ -53,6 +53,12 @@ def test_two_stage_moves_only_the_selected_subnetwork(test_config, test_data):
   assert np.all(delta['conv3']['bias'][np.asarray(off)] == 0)
   assert np.any(delta['conv3']['kernel'][..., ~np.asarray(off)] != 0)
   assert np.any(delta['conv1']['kernel'] != 0)
+  assert not jax.tree.all(jax.tree.map(np.array_equal, new['phi'], params['phi']))
+  # Stage I skipped: the gates stay the meta-gate's; Stage II uses them as they are.
+  same, keep = adapt.two_stage(method.model, params, support, jax.random.key(1), lr=0.1,
+                               gate_step=False)
+  jax.tree.map(np.testing.assert_array_equal, same['phi'], params['phi'])
+  assert not np.any(np.asarray(keep['conv3'])[np.asarray(off)])
 
 
 def test_snip_prunes_the_requested_fraction(test_config, test_data):

@@ -39,6 +39,7 @@ from data_helpers import config_with as _config, session_accepted, session_resto
     # Switches and names.
     ('resume', 'yes', "resume='yes': expected True or False"),
     ('progress', 1, 'progress=1: expected True or False'),
+    ('adapt.gate_step', 'no', "adapt.gate_step='no': expected True or False"),
     ('debug_nan_method', 'fedsgd', "debug_nan_method='fedsgd': expected one of the methods"),
     ('model.gated_layers', ('conv9',), "model.gated_layers=('conv9',)"),
     ('meta.regularizer', 'l3', "meta.regularizer='l3'"),
