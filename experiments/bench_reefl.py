@@ -169,17 +169,15 @@ def reefl_rows(config, time_row, client_images: int, print_row,
   rows.append(_row(round_common, t, model='vit-all-tiers', tier=None, tasks=clients,
                    steps=steps))
   if reference is not None:
-    images_per_round = rows[-1]['images_per_round']
-    rows[-1].update(torch_seconds_per_round=t['reference'],
-                    torch_images_per_second=images_per_round / t['reference'],
-                    vs_torch=t['reference'] / t['seconds'])
+    torch_fields = dict(torch_seconds_per_round=t['reference'],
+                        torch_images_per_second=rows[-1]['images_per_round'] / t['reference'])
+    rows[-1].update(torch_fields, vs_torch=t['reference'] / t['seconds'])
     print_row(rows[-1])
     # The reference round itself, from the same alternation (its roofline: the JAX one).
     torch_t = dict(t, seconds=t['reference'], compile=0.0, best=t['reference'])
     rows.append(_row(dict(round_common, section='torch', strategy='torch', mapping='torch'),
                      torch_t, model='vit-all-tiers', tier=None, tasks=clients, steps=steps))
-    rows[-1].update(torch_seconds_per_round=t['reference'],
-                    torch_images_per_second=images_per_round / t['reference'], vs_torch=1.0)
+    rows[-1].update(torch_fields, vs_torch=1.0)
   print_row(rows[-1])
   return rows, (f'ReeFL: synthetic inputs of {spec.name} shapes, {client_images} images '
                 f'per client, regime {regime}; round roofline = its steps at the tier '

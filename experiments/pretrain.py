@@ -9,9 +9,9 @@ Trains the config's backbone as a plain ViT, as the paper's DeiT was trained:
 one head on the last block's class token, its cross-entropy alone, Adam; no
 Ree, no modulation, no early exit (``mg.reefl.pretrain``). On ``config.data``
 (90% of ``data.split``; the other 10% measures it, printed after every epoch);
-then writes the backbone (not the head) as ``{flat path: array}`` to ``--out``. The images are fitted to the model
-(``mg.reefl.pretrain.fit_images``: grey by luma when ``model.in_chans=1``, centre-cropped
-when larger), so the example pretrains ``configs/reefl/mnist.py``'s 28x28 grey
+then writes the backbone (not the head) as ``{flat path: array}`` to ``--out``.
+The images are fitted to the model (``mg.reefl.pretrain.fit_images``: grey by
+luma when ``model.in_chans=1``, centre-cropped when larger), so the example pretrains ``configs/reefl/mnist.py``'s 28x28 grey
 ViT on CIFAR-10 for ``configs/reefl/mnist_pretrained.py``. Use the result with
 ``--config.model.init_checkpoint=...`` on another dataset, as the paper starts
 from an ImageNet-pretrained DeiT (which cannot be downloaded here).

@@ -13,8 +13,10 @@ from typing import Optional
 
 try:
   import torch
+  import torch.nn.functional as F
 except ImportError:  # torch is optional
   torch = None
+  F = None
 
 
 def available() -> bool:

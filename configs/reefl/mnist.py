@@ -32,7 +32,8 @@ KD ramp over 15, 3 repeats) is the budget docs/reefl_results.md's tuned table wa
 
 Expected for ``:quick`` (3 seeds, tuned): docs/reefl_results.md, measured (and
 the rates tuned) with the heads at N(0, 1/d_in), before ``head_init_std``. For the full
-150 rounds (measured before validation clients and tuning existed, every method at
+150 rounds (measured before validation clients, tuning and ``head_init_std``
+existed, every method at
 the code's 0.05, i.e. with ``--config.data.num_validation_clients=0`` and
 ``--config.per_method.<method>.lr=0.05``: all 100 clients training; 2-core
 x86-64 CPU shared with other jobs at load average 7.6-20, 58 min 30 s

@@ -15,7 +15,9 @@ How the settings were chosen: each method's starting learning rate on the 10
 validation clients, never on the test split, by ``configs/reefl/sweeps/mnist.py``
 (3 values per method, equal effort) at the ``:quick`` budget (50 rounds); the
 values are ``configs/reefl/mnist.py``'s ``PER_METHOD_LR``, the rest the public
-code's. docs/reefl_results.md has the tuned 3-seed table at ``:quick``:
+code's. docs/reefl_results.md has the tuned 3-seed table at ``:quick``,
+measured with Ree and the heads drawn as the backbone (add
+``--config.model.head_init_std=0.0``; the config now draws them at 0.02):
 
   python -m experiments.main --config=configs/reefl/mnist_baselines.py:quick \
       --config.data.dir=DIR

@@ -81,8 +81,9 @@ def two_stage(model, params, support, key, *, lr, keep_frac=0.0, batch_size=0,
   Stage I: ``phi_j = phi_0 - lr * grad_phi L(theta_0, phi; D_s)``, the gates in
   their straight-through training form (deterministic hard gates have no
   gradient); ``gate_step=False`` skips it (``phi_j = phi_0``: the meta-gate as
-  trained, the ablation that asks what the meta-gating module transfers). Stage II: channels kept where the adapted deterministic gates are
-  on for more than ``keep_frac`` of the support examples; ``theta_j = theta_0 -
+  trained, the ablation that asks what the meta-gating module transfers).
+  Stage II: channels kept where the adapted deterministic gates are on for
+  more than ``keep_frac`` of the support examples; ``theta_j = theta_0 -
   lr * mask * grad_theta L(theta, phi_j; D_s)`` with the subnet mask.
 
   Returns:

@@ -57,8 +57,7 @@ def validate(config) -> None:
   for field in ('meta.batch_size', 'adapt.batch_size', 'debug_nan_round'):
     _positive_int(config, field, allow_zero=True)
   fields.boolean(config, 'meta.compare_unaccelerated')
-  if 'gate_step' in config.adapt:
-    fields.boolean(config, 'adapt.gate_step')
+  fields.boolean(config, 'adapt.gate_step')
   trained = methods + (('metagater_unaccelerated',) if config.meta.compare_unaccelerated
                        else ())
   _check(config.debug_nan_method == '' or config.debug_nan_method in trained,

@@ -148,7 +148,7 @@ def build(name: str, config, info, scan_steps: bool = False) -> Method:
   alpha, eta = (1.0, 'beta') if plain else (meta.alpha, meta.eta)
   two_stage = functools.partial(_two_stage, model, lr=lr, keep_frac=a.keep_frac,
                                 batch_size=a.batch_size, tau=config.model.tau,
-                                gate_step=a.get('gate_step', True))
+                                gate_step=a.gate_step)
   return Method(name, model,
                 metagater(model, regularizer=meta.regularizer, alpha=alpha, eta=eta,
                           name=name, **common),

@@ -42,9 +42,7 @@ from typing import Optional
 import jax
 import numpy as np
 
-from mg.torch_support import available, cpu_count, set_threads, torch  # noqa: F401 (re-export)
-
-F = None if torch is None else torch.nn.functional
+from mg.torch_support import F, available, cpu_count, set_threads, torch  # noqa: F401 (re-export)
 
 
 # ------------------------------------------------------------------- parameters

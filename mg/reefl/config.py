@@ -28,7 +28,7 @@ def model_config(config, modulation: bool = True) -> vit.ViTConfig:
       num_classes=spec.num_classes, mlp_ratio=m.mlp_ratio, modulation=modulation,
       raw_history=m.raw_history, ree_heads=m.ree_heads, ree_attn_dim=m.ree_attn_dim,
       ree_mlp_ratio=m.ree_mlp_ratio, ree_max_tokens=m.ree_max_tokens, init_std=m.init_std,
-      head_init_std=m.get('head_init_std'))
+      head_init_std=m.head_init_std)
 
 
 def validate(config, pretraining: bool = False) -> None:
@@ -78,7 +78,7 @@ def _model(config, pretraining: bool) -> None:
     fields.positive(config, f'model.{field}')
   check(fields.is_number(m.init_std) and m.init_std >= 0,
         f'model.init_std={m.init_std!r}: expected a number >= 0 (0: N(0, 1/d_in))')
-  head = m.get('head_init_std')
+  head = m.head_init_std
   check(head is None or (fields.is_number(head) and head >= 0),
         f'model.head_init_std={head!r}: expected a number >= 0 (0: N(0, 1/d_in)) or None '
         '(model.init_std)')
@@ -147,15 +147,15 @@ def _fl(config) -> None:
   check(fields.is_number(fl.clip) and fl.clip >= 0,
         f'fl.clip={fl.clip!r}: expected a number >= 0 (0 turns clipping off)')
   mappings = ('auto',) + tiers.MAPPINGS
-  check(fl.get('mapping', 'auto') in mappings,
-        f'fl.mapping={fl.get("mapping")!r}: expected one of {mappings} (how a round\'s '
+  check(fl.mapping in mappings,
+        f'fl.mapping={fl.mapping!r}: expected one of {mappings} (how a round\'s '
         'clients map onto the device; auto: measured per backend)')
-  group = fl.get('group_size', 0)
+  group = fl.group_size
   check(isinstance(group, int) and not isinstance(group, bool) and group >= 0,
         f'fl.group_size={group!r}: expected an integer >= 0 (clients per vmapped chunk; 0: '
         'fl.clients_per_round / model.num_exits, rounded up)')
-  check(isinstance(fl.get('shard_clients', True), bool),
-        f'fl.shard_clients={fl.get("shard_clients")!r}: expected True or False (shard a '
+  check(isinstance(fl.shard_clients, bool),
+        f'fl.shard_clients={fl.shard_clients!r}: expected True or False (shard a '
         "vmapped chunk's clients over the devices)")
   for method in config.methods:
     settings = reefl_methods.settings(method, config)

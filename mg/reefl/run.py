@@ -292,10 +292,10 @@ def client_mapping(config) -> tuple[str, int, object]:
   one device or with the loop).
   """
   fl = config.fl
-  group = fl.get('group_size', 0) or tiers_lib.default_group_size(fl.clients_per_round,
+  group = fl.group_size or tiers_lib.default_group_size(fl.clients_per_round,
                                                                   config.model.num_exits)
-  mapping = tiers_lib.resolve_mapping(fl.get('mapping', 'auto'))
-  mesh = sharding.round_mesh(fl.get('shard_clients', True)) if mapping == 'vmap' else None
+  mapping = tiers_lib.resolve_mapping(fl.mapping)
+  mesh = sharding.round_mesh(fl.shard_clients) if mapping == 'vmap' else None
   return mapping, group, mesh
 
 

@@ -38,9 +38,7 @@ import numpy as np
 
 from mg.models import vit
 from mg.reefl.algorithms import reefl
-from mg.torch_support import available, cpu_count, set_threads, torch  # noqa: F401 (re-export)
-
-F = None if torch is None else torch.nn.functional
+from mg.torch_support import F, available, cpu_count, set_threads, torch  # noqa: F401 (re-export)
 
 
 # ------------------------------------------------------------------- parameters

@@ -64,4 +64,3 @@ def compare(batched: Callable[[], list], sequential: Callable[[], list], *, repe
           f"{'' if same_divergence else ' (divergence differs!)'}")
   printer(json.dumps(figures))
   return figures
-
